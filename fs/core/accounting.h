@@ -1,0 +1,120 @@
+// Accounting: the global page counters of a mount, shared by every file.
+// Counters move by deltas applied under the owning file's lock, so each one is
+// exact whenever no operation is in flight; a snapshot taken during operations
+// may mix before and after states of different files, never of one page.
+#pragma once
+
+#include <atomic>
+#include <cassert>
+#include <cstdint>
+
+namespace volfs {
+
+struct AccountingSnapshot {
+  uint64_t page_size = 0;
+  uint64_t limit_pages = 0;
+  uint64_t charged_pages = 0;
+  uint64_t files = 0;
+  uint64_t inodes = 0;
+  uint64_t resident_pages = 0;
+  uint64_t volatile_pages = 0;
+  uint64_t volatile_resident_pages = 0;
+  uint64_t purged_pages = 0;
+  uint64_t pages_purged_total = 0;
+  uint64_t purge_events_total = 0;
+  uint64_t false_purged_total = 0;
+  uint64_t unmark_purged_total = 0;
+  uint64_t unmark_intact_total = 0;
+};
+
+class Accounting {
+ public:
+  Accounting(uint64_t page_size, uint64_t limit_pages)
+      : page_size_(page_size), limit_pages_(limit_pages) {}
+
+  // Reserves `pages` of the size limit for pages about to become resident.
+  // Relaxed is enough: the counter guards a quota, it publishes no data.
+  [[nodiscard]] bool try_charge(uint64_t pages) {
+    uint64_t cur = charged_.load(std::memory_order_relaxed);
+    do {
+      if (pages > limit_pages_ || cur > limit_pages_ - pages) return false;
+    } while (!charged_.compare_exchange_weak(cur, cur + pages, std::memory_order_relaxed));
+    return true;
+  }
+  void uncharge(uint64_t pages) {
+    [[maybe_unused]] uint64_t before = charged_.fetch_sub(pages, std::memory_order_relaxed);
+    assert(before >= pages);
+  }
+  uint64_t charged_pages() const { return charged_.load(std::memory_order_relaxed); }
+  uint64_t limit_pages() const { return limit_pages_; }
+  uint64_t page_size() const { return page_size_; }
+
+  // Deltas, applied by FileState under the file's lock.
+  void add_resident(int64_t d) { add(resident_, d); }
+  void add_volatile(int64_t d) { add(volatile_, d); }
+  void add_volatile_resident(int64_t d) { add(volatile_resident_, d); }
+  void add_purged(int64_t d) { add(purged_, d); }
+  void add_files(int64_t d) { add(files_, d); }
+  void add_inodes(int64_t d) { add(inodes_, d); }
+  void count_purge(uint64_t pages) {
+    add(pages_purged_total_, static_cast<int64_t>(pages));
+    add(purge_events_total_, 1);
+  }
+  void count_unmark(bool purged) { add(purged ? unmark_purged_ : unmark_intact_, 1); }
+  void count_false_purged() { add(false_purged_, 1); }
+
+  // Reserves an inode number slot against `limit`; false when full.
+  [[nodiscard]] bool try_add_inode(uint64_t limit) {
+    uint64_t cur = inodes_.load(std::memory_order_relaxed);
+    do {
+      if (cur >= limit) return false;
+    } while (!inodes_.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed));
+    return true;
+  }
+  uint64_t inodes() const { return inodes_.load(std::memory_order_relaxed); }
+  uint64_t resident_pages() const { return resident_.load(std::memory_order_relaxed); }
+
+  AccountingSnapshot snapshot() const {
+    auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    return AccountingSnapshot{
+        .page_size = page_size_,
+        .limit_pages = limit_pages_,
+        .charged_pages = r(charged_),
+        .files = r(files_),
+        .inodes = r(inodes_),
+        .resident_pages = r(resident_),
+        .volatile_pages = r(volatile_),
+        .volatile_resident_pages = r(volatile_resident_),
+        .purged_pages = r(purged_),
+        .pages_purged_total = r(pages_purged_total_),
+        .purge_events_total = r(purge_events_total_),
+        .false_purged_total = r(false_purged_),
+        .unmark_purged_total = r(unmark_purged_),
+        .unmark_intact_total = r(unmark_intact_),
+    };
+  }
+
+ private:
+  // Relaxed: counters are statistics; ordering with the page state comes from
+  // the file locks under which the deltas are applied.
+  static void add(std::atomic<uint64_t>& a, int64_t d) {
+    a.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
+  }
+
+  const uint64_t page_size_;
+  const uint64_t limit_pages_;
+  std::atomic<uint64_t> charged_{0};
+  std::atomic<uint64_t> files_{0};
+  std::atomic<uint64_t> inodes_{0};
+  std::atomic<uint64_t> resident_{0};
+  std::atomic<uint64_t> volatile_{0};
+  std::atomic<uint64_t> volatile_resident_{0};
+  std::atomic<uint64_t> purged_{0};
+  std::atomic<uint64_t> pages_purged_total_{0};
+  std::atomic<uint64_t> purge_events_total_{0};
+  std::atomic<uint64_t> false_purged_{0};
+  std::atomic<uint64_t> unmark_purged_{0};
+  std::atomic<uint64_t> unmark_intact_{0};
+};
+
+}  // namespace volfs

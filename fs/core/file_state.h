@@ -1,0 +1,103 @@
+// FileState: page-precise volatile/resident/purged state of one file, kept in
+// step with the global Accounting and PurgeQueue on every change.
+// Not thread-safe: the owning inode's lock guards it. Invariants: the global
+// counters equal the sum over all files of their pages' classification, and a
+// mark has a PurgeQueue entry iff it has purgeable pages (volatile, resident,
+// not purged) in this file.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "accounting.h"
+#include "page_map.h"
+#include "purge_queue.h"
+
+namespace volfs {
+
+struct RangeStatus {
+  uint64_t nonvolatile_pages = 0;
+  uint64_t volatile_pages = 0;
+  uint64_t purged_pages = 0;
+  uint64_t resident_pages = 0;
+  uint64_t strict_pages = 0;
+};
+
+// What a write of a page range may do: fail with EIO (it touches a strict
+// purged page), or land in `keep` (the rest belongs to pages whose purge is
+// finishing: their write-back is acknowledged and dropped).
+struct WritePlan {
+  bool eio = false;
+  std::vector<PageRange> keep;
+  uint64_t new_pages = 0;  // pages in `keep` that are not resident yet
+};
+
+enum class UnmarkResult { kIntact, kPurged, kBusy };
+
+class FileState {
+ public:
+  FileState(uint64_t ino, Accounting& acc, PurgeQueue& queue)
+      : ino_(ino), acc_(acc), queue_(queue) {}
+  ~FileState() { drop(0, kEndOfFile); }
+  FileState(const FileState&) = delete;
+  FileState& operator=(const FileState&) = delete;
+
+  static constexpr uint64_t kEndOfFile = UINT64_MAX;
+
+  WritePlan plan_write(PageRange r) const;
+  // Makes the plan's pages resident; the caller charged plan.new_pages.
+  void commit_write(const WritePlan& plan);
+  // Makes pages resident with no conditions (fallocate); returns how many
+  // were not resident before (the caller charged that many beforehand, as
+  // counted by nonresident_in).
+  uint64_t make_resident(PageRange r);
+  uint64_t nonresident_in(PageRange r) const;
+
+  // Forgets every state of the pages (truncate, punch, delete). Returns the
+  // number of resident pages dropped, for the caller to uncharge.
+  uint64_t drop(uint64_t first, uint64_t end);
+
+  void mark(PageRange r, uint8_t prio, bool strict, uint64_t seq);
+  // kBusy: a purge of a page in the range is finishing; retry after it.
+  UnmarkResult unmark(PageRange r);
+  RangeStatus status(PageRange r) const;
+  bool has_strict_purged(PageRange r) const;
+  bool has_purging(PageRange r) const;
+
+  // Purges up to max_pages purgeable pages of mark `seq` inside r, lowest
+  // first: they become purged, not resident, and carry purge_id until
+  // finish_purge. Returns the page runs to punch out of the store.
+  std::vector<PageRange> purge(PageRange r, uint64_t seq, uint64_t max_pages,
+                               uint32_t purge_id);
+  void finish_purge(PageRange r, uint32_t purge_id);
+
+  const PageMap& map() const { return map_; }
+  uint64_t resident_pages() const { return resident_pages_; }
+  uint64_t ino() const { return ino_; }
+
+ private:
+  struct MarkInfo {
+    uint8_t prio = 0;
+    PageRange range;
+    uint64_t pages = 0;      // volatile pages carrying this seq
+    uint64_t purgeable = 0;  // of which purgeable
+  };
+
+  template <class Fn>
+  void update(PageRange r, Fn&& fn) {
+    map_.update(r.first, r.end, fn, [this](PageRange p, const PageFlags& o, const PageFlags& n) {
+      on_change(p.pages(), o, n);
+    });
+  }
+  void on_change(uint64_t pages, const PageFlags& o, const PageFlags& n);
+
+  const uint64_t ino_;
+  Accounting& acc_;
+  PurgeQueue& queue_;
+  PageMap map_;
+  std::unordered_map<uint64_t, MarkInfo> marks_;  // by seq
+  uint64_t resident_pages_ = 0;
+};
+
+}  // namespace volfs

@@ -1,0 +1,258 @@
+// Model-based tests of FileState, Accounting and PurgeQueue: the same seeded
+// random operations drive the real structures and a per-page array, and the
+// page states, the global counters and the purge order are compared after
+// every step.
+#include "file_state.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+
+namespace volfs {
+namespace {
+
+PageRange pr(uint64_t a, uint64_t b) { return PageRange{a, b}; }
+
+class FileStateTest : public ::testing::Test {
+ protected:
+  Accounting acc_{4096, 1 << 20};
+  PurgeQueue queue_;
+};
+
+TEST_F(FileStateTest, MarkPurgeUnmarkReportsPurgedOnlyForCoveredPages) {
+  FileState fs(1, acc_, queue_);
+  fs.commit_write(fs.plan_write(pr(0, 8)));
+  fs.mark(pr(0, 8), 4, false, 1);
+  EXPECT_EQ(acc_.snapshot().volatile_resident_pages, 8u);
+  auto front = queue_.front();
+  ASSERT_TRUE(front);
+  auto victims = fs.purge(front->range, front->seq, 2, 7);
+  ASSERT_EQ(victims.size(), 1u);
+  EXPECT_EQ(victims[0], pr(0, 2));
+  EXPECT_EQ(fs.unmark(pr(0, 4)), UnmarkResult::kBusy);
+  fs.finish_purge(pr(0, 8), 7);
+  EXPECT_EQ(fs.unmark(pr(4, 8)), UnmarkResult::kIntact);
+  EXPECT_EQ(fs.unmark(pr(0, 4)), UnmarkResult::kPurged);
+  auto s = acc_.snapshot();
+  EXPECT_EQ(s.resident_pages, 6u);
+  EXPECT_EQ(s.volatile_pages, 0u);
+  EXPECT_EQ(s.purged_pages, 0u);
+  EXPECT_EQ(queue_.size(), 0u);
+}
+
+TEST_F(FileStateTest, WritesIntoPurgingPagesAreDroppedAndStrictPurgedFail) {
+  FileState fs(1, acc_, queue_);
+  fs.commit_write(fs.plan_write(pr(0, 4)));
+  fs.mark(pr(0, 4), 0, true, 1);
+  (void)fs.purge(pr(0, 4), 1, 1, 3);
+  WritePlan during = fs.plan_write(pr(0, 2));
+  EXPECT_FALSE(during.eio);
+  ASSERT_EQ(during.keep.size(), 1u);
+  EXPECT_EQ(during.keep[0], pr(1, 2));
+  fs.finish_purge(pr(0, 4), 3);
+  EXPECT_TRUE(fs.plan_write(pr(0, 1)).eio);
+  EXPECT_FALSE(fs.plan_write(pr(1, 2)).eio);
+  EXPECT_TRUE(fs.has_strict_purged(pr(0, 4)));
+  EXPECT_EQ(fs.unmark(pr(0, 4)), UnmarkResult::kPurged);
+  EXPECT_FALSE(fs.plan_write(pr(0, 1)).eio);
+}
+
+TEST_F(FileStateTest, PurgeOrderIsPriorityThenAge) {
+  FileState a(1, acc_, queue_), b(2, acc_, queue_);
+  a.commit_write(a.plan_write(pr(0, 4)));
+  b.commit_write(b.plan_write(pr(0, 4)));
+  a.mark(pr(0, 1), 4, false, 1);
+  b.mark(pr(0, 1), 4, false, 2);
+  a.mark(pr(1, 2), 7, false, 3);
+  b.mark(pr(1, 2), 0, false, 4);
+  std::vector<std::pair<uint64_t, uint64_t>> order;  // (ino, seq)
+  while (auto e = queue_.front()) {
+    FileState& f = e->ino == 1 ? a : b;
+    ASSERT_EQ(f.purge(e->range, e->seq, 100, 1).size(), 1u);
+    order.push_back({e->ino, e->seq});
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> want = {{2, 4}, {1, 1}, {2, 2}, {1, 3}};
+  EXPECT_EQ(order, want);
+}
+
+
+
+TEST_F(FileStateTest, RandomOperationsMatchPerPageModel) {
+  const uint64_t seed = std::getenv("VOLFS_SEED") ? std::strtoull(std::getenv("VOLFS_SEED"), nullptr, 0)
+                                                  : std::random_device{}();
+  const long steps = std::getenv("VOLFS_MODEL_STEPS") ? std::atol(std::getenv("VOLFS_MODEL_STEPS"))
+                                                      : 1000000;
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with VOLFS_SEED=" +
+               std::to_string(seed) + ")");
+  std::mt19937_64 rng(seed);
+  constexpr uint64_t kPages = 48;
+  constexpr int kFiles = 3;
+  std::vector<std::unique_ptr<FileState>> files;
+  std::vector<std::vector<PageFlags>> model(kFiles, std::vector<PageFlags>(kPages));
+  for (int i = 0; i < kFiles; ++i) files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));
+  uint64_t next_seq = 1;
+  uint32_t next_purge = 1;
+  // Outstanding purges: (file, purge_id).
+  std::vector<std::pair<int, uint32_t>> purging;
+
+  auto range = [&] {
+    uint64_t a = rng() % kPages, b = rng() % (kPages + 1);
+    if (a > b) std::swap(a, b);
+    return pr(a, b);
+  };
+
+  for (long step = 0; step < steps; ++step) {
+    int fi = static_cast<int>(rng() % kFiles);
+    FileState& fs = *files[fi];
+    auto& m = model[fi];
+    PageRange r = range();
+    switch (rng() % 8) {
+      case 0:
+      case 1: {  // write
+        WritePlan plan = fs.plan_write(r);
+        bool eio = false;
+        uint64_t fresh = 0;
+        for (uint64_t p = r.first; p < r.end; ++p) {
+          const PageFlags& f = m[p];
+          if (f.purge_id) continue;
+          eio = eio || (f.is_volatile && f.strict && f.purged);
+          fresh += !f.resident;
+        }
+        ASSERT_EQ(plan.eio, eio);
+        ASSERT_EQ(plan.new_pages, fresh);
+        if (eio) break;
+        ASSERT_TRUE(acc_.try_charge(plan.new_pages));
+        fs.commit_write(plan);
+        for (uint64_t p = r.first; p < r.end; ++p) {
+          if (!m[p].purge_id) m[p].resident = true;
+        }
+        break;
+      }
+      case 2: {  // mark
+        uint8_t prio = rng() % 8;
+        bool strict = rng() & 1;
+        uint64_t seq = next_seq++;
+        fs.mark(r, prio, strict, seq);
+        for (uint64_t p = r.first; p < r.end; ++p) {
+          PageFlags& f = m[p];
+          f.purged = f.is_volatile && f.purged;
+          f.is_volatile = true;
+          f.strict = strict;
+          f.prio = prio;
+          f.seq = seq;
+        }
+        break;
+      }
+      case 3: {  // unmark
+        bool busy = false, purged = false;
+        for (uint64_t p = r.first; p < r.end; ++p) {
+          busy = busy || m[p].purge_id;
+          purged = purged || (m[p].is_volatile && m[p].purged);
+        }
+        UnmarkResult res = fs.unmark(r);
+        if (busy) {
+          ASSERT_EQ(res, UnmarkResult::kBusy);
+          break;
+        }
+        ASSERT_EQ(res, purged ? UnmarkResult::kPurged : UnmarkResult::kIntact);
+        for (uint64_t p = r.first; p < r.end; ++p) m[p] = PageFlags{.resident = m[p].resident};
+        break;
+      }
+      case 4: {  // purge from the global queue front
+        auto e = queue_.front();
+        if (!e) break;
+        // The model's view of the front: least (prio, seq) among purgeable pages.
+        std::pair<uint8_t, uint64_t> best{255, UINT64_MAX};
+        int best_file = -1;
+        for (int f = 0; f < kFiles; ++f) {
+          for (const PageFlags& pf : model[f]) {
+            if (pf.purgeable() && std::make_pair(pf.prio, pf.seq) < best) {
+              best = {pf.prio, pf.seq};
+              best_file = f;
+            }
+          }
+        }
+        ASSERT_EQ(std::make_pair(e->prio, e->seq), best);
+        ASSERT_EQ(e->ino, static_cast<uint64_t>(best_file + 1));
+        uint64_t budget = 1 + rng() % 8;
+        uint32_t id = next_purge++;
+        auto victims = files[best_file]->purge(e->range, e->seq, budget, id);
+        uint64_t freed = 0;
+        for (auto& v : victims) freed += v.pages();
+        ASSERT_GT(freed, 0u);
+        acc_.uncharge(freed);
+        auto& bm = model[best_file];
+        for (uint64_t p = 0; p < kPages && budget > 0; ++p) {
+          if (bm[p].purgeable() && bm[p].seq == e->seq) {
+            bm[p].resident = false;
+            bm[p].purged = true;
+            bm[p].purge_id = id;
+            --budget;
+          }
+        }
+        purging.push_back({best_file, id});
+        break;
+      }
+      case 5: {  // finish an outstanding purge
+        if (purging.empty()) break;
+        size_t k = rng() % purging.size();
+        auto [f, id] = purging[k];
+        purging.erase(purging.begin() + static_cast<long>(k));
+        files[f]->finish_purge(pr(0, kPages), id);
+        for (PageFlags& pf : model[f]) {
+          if (pf.purge_id == id) pf.purge_id = 0;
+        }
+        break;
+      }
+      case 6: {  // drop (truncate, punch)
+        if (rng() % 4) break;
+        acc_.uncharge(fs.drop(r.first, r.end));
+        for (uint64_t p = r.first; p < r.end; ++p) m[p] = PageFlags{};
+        break;
+      }
+      case 7: {  // status
+        RangeStatus s = fs.status(r);
+        RangeStatus want;
+        for (uint64_t p = r.first; p < r.end; ++p) {
+          const PageFlags& f = m[p];
+          (f.is_volatile ? want.volatile_pages : want.nonvolatile_pages)++;
+          want.purged_pages += f.is_volatile && f.purged;
+          want.strict_pages += f.is_volatile && f.strict;
+          want.resident_pages += f.resident;
+        }
+        ASSERT_EQ(s.volatile_pages, want.volatile_pages);
+        ASSERT_EQ(s.nonvolatile_pages, want.nonvolatile_pages);
+        ASSERT_EQ(s.purged_pages, want.purged_pages);
+        ASSERT_EQ(s.strict_pages, want.strict_pages);
+        ASSERT_EQ(s.resident_pages, want.resident_pages);
+        break;
+      }
+    }
+    // Compare every page and the global counters after every step.
+    AccountingSnapshot want{};
+    for (int f = 0; f < kFiles; ++f) {
+      uint64_t p = 0;
+      files[f]->map().for_each(0, kPages, [&](PageRange r2, const PageFlags& pf) {
+        for (; p < r2.end; ++p) ASSERT_EQ(pf, model[f][p]) << "file " << f << " page " << p << " step " << step;
+      });
+      for (const PageFlags& pf : model[f]) {
+        want.resident_pages += pf.resident;
+        want.volatile_pages += pf.is_volatile;
+        want.volatile_resident_pages += pf.is_volatile && pf.resident;
+        want.purged_pages += pf.is_volatile && pf.purged;
+      }
+    }
+    AccountingSnapshot got = acc_.snapshot();
+    ASSERT_EQ(got.resident_pages, want.resident_pages) << "step " << step;
+    ASSERT_EQ(got.charged_pages, want.resident_pages) << "step " << step;
+    ASSERT_EQ(got.volatile_pages, want.volatile_pages) << "step " << step;
+    ASSERT_EQ(got.volatile_resident_pages, want.volatile_resident_pages) << "step " << step;
+    ASSERT_EQ(got.purged_pages, want.purged_pages) << "step " << step;
+  }
+}
+
+}  // namespace
+}  // namespace volfs

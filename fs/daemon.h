@@ -1,0 +1,93 @@
+// Daemon: what every FUSE handler reaches through fuse_req_userdata(): the
+// core Filesystem, the session (for notifications) and the open-file table.
+// Handlers are grouped by kind in fuse_*.cc and wired in assign_operations().
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <memory>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+
+#include "core/filesystem.h"
+
+namespace volfs {
+
+// Owns every OpenFile handed to the kernel as a file handle, so that none
+// leaks when the daemon stops with files still open.
+class OpenFiles {
+ public:
+  uint64_t add(std::unique_ptr<OpenFile> f) {
+    OpenFile* raw = f.get();
+    std::lock_guard lock(mu_);
+    files_.emplace(raw, std::move(f));
+    return reinterpret_cast<uint64_t>(raw);
+  }
+  void remove(uint64_t fh) {
+    std::lock_guard lock(mu_);
+    files_.erase(reinterpret_cast<OpenFile*>(fh));
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    files_.clear();
+  }
+
+ private:
+  std::mutex mu_;  // guards files_; a leaf lock
+  std::unordered_map<OpenFile*, std::unique_ptr<OpenFile>> files_;
+};
+
+// Drops kernel page-cache ranges through the FUSE notification channel.
+class FuseInvalidator : public CacheInvalidator {
+ public:
+  explicit FuseInvalidator(fuse_session* se) : se_(se) {}
+  void invalidate(uint64_t ino, uint64_t off, uint64_t len) override {
+    // -ENOENT means the kernel holds no pages of the inode: nothing to do.
+    (void)fuse_lowlevel_notify_inval_inode(se_, ino, static_cast<off_t>(off),
+                                           static_cast<off_t>(len));
+  }
+
+ private:
+  fuse_session* se_;
+};
+
+struct Daemon {
+  Daemon(const MountOptions& o, uint64_t page_size) : fs(o, page_size) {}
+  Filesystem fs;
+  OpenFiles files;
+  uid_t owner_uid = 0;  // who mounted: may purge, like root
+  double timeout = 1.0;  // entry and attribute cache timeout, seconds
+};
+
+inline Daemon& daemon_of(fuse_req_t req) { return *static_cast<Daemon*>(fuse_req_userdata(req)); }
+inline OpenFile& file_of(fuse_file_info* fi) { return *reinterpret_cast<OpenFile*>(fi->fh); }
+
+inline Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid};
+}
+
+// Runs a handler body; nothing may throw across libfuse, so an exception
+// becomes an error reply (the body replies only as its last step).
+template <class Fn>
+void guarded(fuse_req_t req, Fn&& body) {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (...) {
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void reply_entry(fuse_req_t req, const Result<Entry>& e);
+
+void assign_entry_operations(fuse_lowlevel_ops& ops);
+void assign_dir_operations(fuse_lowlevel_ops& ops);
+void assign_io_operations(fuse_lowlevel_ops& ops);
+void assign_ioctl_operations(fuse_lowlevel_ops& ops);
+void assign_xattr_operations(fuse_lowlevel_ops& ops);
+
+}  // namespace volfs

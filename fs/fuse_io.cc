@@ -1,0 +1,129 @@
+// FUSE handlers for file data: open/create/release, read/write, fsync,
+// fallocate, lseek. Data moves between the kernel and the file's memfd.
+#include "daemon.h"
+
+namespace volfs {
+namespace {
+
+void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<OpenFile>> f,
+                  const fuse_entry_param* created) {
+  if (!f.ok()) {
+    fuse_reply_err(req, f.err());
+    return;
+  }
+  Daemon& d = daemon_of(req);
+  fi->fh = d.files.add(std::move(*f));
+  // Every change of the data passes through this kernel or is announced by
+  // our invalidations, so its page cache stays valid across opens.
+  fi->keep_cache = 1;
+  int r = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
+  if (r == -ENOENT) d.files.remove(fi->fh);  // the opener was interrupted
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, [&] { reply_opened(req, fi, daemon_of(req).fs.open(ino, fi->flags), nullptr); });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  guarded(req, [&] {
+    Daemon& d = daemon_of(req);
+    Result<Entry> e = d.fs.create(parent, name, mode, caller_of(req));
+    if (!e.ok()) {
+      fuse_reply_err(req, e.err());
+      return;
+    }
+    fuse_entry_param p{};
+    p.ino = e->ino;
+    p.attr = e->attr;
+    p.attr_timeout = p.entry_timeout = d.timeout;
+    reply_opened(req, fi, d.fs.open(e->ino, fi->flags & ~O_TRUNC), &p);
+  });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  daemon_of(req).files.remove(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+// The data lives in memory already; dirty mmap pages reach us before FSYNC.
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  guarded(req, [&] {
+    bool replied = false;
+    Status s = daemon_of(req).fs.read(
+        file_of(fi), static_cast<uint64_t>(off), size, [&](int fd, uint64_t pos, size_t len) {
+          replied = true;
+          if (len == 0) {
+            fuse_reply_buf(req, nullptr, 0);
+            return;
+          }
+          fuse_bufvec buf = FUSE_BUFVEC_INIT(len);
+          buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+          buf.buf[0].fd = fd;
+          buf.buf[0].pos = static_cast<off_t>(pos);
+          fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+        });
+    if (!replied) fuse_reply_err(req, s.err() ? s.err() : EIO);
+  });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) {
+  guarded(req, [&] {
+    Result<size_t> n = daemon_of(req).fs.write(file_of(fi), buf, size, static_cast<uint64_t>(off));
+    if (!n.ok()) {
+      fuse_reply_err(req, n.err());
+      return;
+    }
+    fuse_reply_write(req, *n);
+  });
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len,
+                  fuse_file_info* fi) {
+  guarded(req, [&] {
+    if (off < 0 || len <= 0) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    fuse_reply_err(req, daemon_of(req)
+                            .fs.fallocate(file_of(fi), mode, static_cast<uint64_t>(off),
+                                          static_cast<uint64_t>(len))
+                            .err());
+  });
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  guarded(req, [&] {
+    if (off < 0) {
+      fuse_reply_err(req, ENXIO);
+      return;
+    }
+    Result<uint64_t> r = daemon_of(req).fs.lseek(file_of(fi), static_cast<uint64_t>(off), whence);
+    if (!r.ok()) {
+      fuse_reply_err(req, r.err());
+      return;
+    }
+    fuse_reply_lseek(req, static_cast<off_t>(*r));
+  });
+}
+
+}  // namespace
+
+void assign_io_operations(fuse_lowlevel_ops& ops) {
+  ops.open = op_open;
+  ops.create = op_create;
+  ops.release = op_release;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+}
+
+}  // namespace volfs

@@ -1,0 +1,115 @@
+// FUSE handler for the volfs ioctls (client/include/volfs/volfs.h): decode,
+// check the caller's rights, call the core, reply - possibly later, from the
+// purge worker, when the answer must wait for a purge to finish.
+#include <volfs/volfs.h>
+
+#include <cstring>
+
+#include "daemon.h"
+
+namespace volfs {
+namespace {
+
+template <class T>
+bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& out) {
+  if (_IOC_SIZE(cmd) != sizeof(T)) return false;
+  if ((_IOC_DIR(cmd) & _IOC_WRITE) && in_size < sizeof(T)) return false;
+  if ((_IOC_DIR(cmd) & _IOC_READ) && out_size < sizeof(T)) return false;
+  if (_IOC_DIR(cmd) & _IOC_WRITE) {
+    std::memcpy(&out, in, sizeof(T));
+  } else {
+    out = T{};
+  }
+  return true;
+}
+
+template <class T>
+void reply_struct(fuse_req_t req, const T& v) {
+  fuse_reply_ioctl(req, 0, &v, sizeof(v));
+}
+
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info* fi,
+              unsigned flags, const void* in_buf, size_t in_size, size_t out_size) {
+  guarded(req, [&] {
+    Daemon& d = daemon_of(req);
+    if (flags & FUSE_IOCTL_UNRESTRICTED) {
+      fuse_reply_err(req, ENOTTY);
+      return;
+    }
+    // Works on any file of the mount, directories included.
+    if (cmd == VOLFS_IOC_STATS || cmd == VOLFS_IOC_PURGE) {
+      if (cmd == VOLFS_IOC_STATS) {
+        volfs_stats s{};
+        if (!decode(in_buf, in_size, out_size, cmd, s)) return (void)fuse_reply_err(req, EINVAL);
+        AccountingSnapshot a = d.fs.stats();
+        s.size = sizeof(s);
+        s.version = VOLFS_STATS_VERSION;
+        s.page_size = a.page_size;
+        s.size_limit_bytes = a.limit_pages * a.page_size;
+        s.files = a.files;
+        s.resident_pages = a.resident_pages;
+        s.volatile_pages = a.volatile_pages;
+        s.volatile_resident_pages = a.volatile_resident_pages;
+        s.purged_pages = a.purged_pages;
+        s.pages_purged_total = a.pages_purged_total;
+        s.purge_events_total = a.purge_events_total;
+        s.false_purged_total = a.false_purged_total;
+        s.unmark_purged_total = a.unmark_purged_total;
+        s.unmark_intact_total = a.unmark_intact_total;
+        return reply_struct(req, s);
+      }
+      volfs_purge p{};
+      if (!decode(in_buf, in_size, out_size, cmd, p)) return (void)fuse_reply_err(req, EINVAL);
+      uid_t uid = fuse_req_ctx(req)->uid;
+      if (uid != 0 && uid != d.owner_uid) return (void)fuse_reply_err(req, EPERM);
+      d.fs.purge(p.bytes, [req, p](uint64_t bytes) mutable {
+        p.purged = bytes;
+        reply_struct(req, p);
+      });
+      return;
+    }
+    // The rest are per-file and need a regular file opened by open(2).
+    if (_IOC_TYPE(cmd) != VOLFS_IOC_MAGIC ||
+        (cmd != VOLFS_IOC_MARK_VOLATILE && cmd != VOLFS_IOC_UNMARK_VOLATILE &&
+         cmd != VOLFS_IOC_GET_STATUS)) {
+      return (void)fuse_reply_err(req, ENOTTY);
+    }
+    if ((flags & FUSE_IOCTL_DIR) || fi->fh == 0) return (void)fuse_reply_err(req, ENOTTY);
+    OpenFile& f = file_of(fi);
+    (void)ino;
+    if (cmd == VOLFS_IOC_GET_STATUS) {
+      volfs_status st{};
+      if (!decode(in_buf, in_size, out_size, cmd, st)) return (void)fuse_reply_err(req, EINVAL);
+      Result<RangeStatus> r = d.fs.range_status(f, ByteRange{st.offset, st.length});
+      if (!r.ok()) return (void)fuse_reply_err(req, r.err());
+      st.nonvolatile_pages = r->nonvolatile_pages;
+      st.volatile_pages = r->volatile_pages;
+      st.purged_pages = r->purged_pages;
+      st.resident_pages = r->resident_pages;
+      st.strict_pages = r->strict_pages;
+      return reply_struct(req, st);
+    }
+    volfs_range range{};
+    if (!decode(in_buf, in_size, out_size, cmd, range)) return (void)fuse_reply_err(req, EINVAL);
+    ByteRange br{range.offset, range.length};
+    if (cmd == VOLFS_IOC_MARK_VOLATILE) {
+      d.fs.mark(f, br, range.flags, [req, range](Status s) {
+        if (!s.ok()) return (void)fuse_reply_err(req, s.err());
+        reply_struct(req, range);
+      });
+      return;
+    }
+    if (range.flags != 0) return (void)fuse_reply_err(req, EINVAL);
+    d.fs.unmark(f, br, [req, range](Result<bool> purged) mutable {
+      if (!purged.ok()) return (void)fuse_reply_err(req, purged.err());
+      range.result = *purged ? VOLFS_PURGED : VOLFS_INTACT;
+      reply_struct(req, range);
+    });
+  });
+}
+
+}  // namespace
+
+void assign_ioctl_operations(fuse_lowlevel_ops& ops) { ops.ioctl = op_ioctl; }
+
+}  // namespace volfs

@@ -1,0 +1,246 @@
+// volfs daemon entry point: parses the command line (mount.fuse3 style too),
+// sets up the FUSE session with the handler table, mounts, serves requests on
+// a multi-threaded loop, and tears everything down on unmount or a signal.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "daemon.h"
+
+namespace volfs {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+struct CommandLine {
+  MountOptions options;
+  std::vector<std::string> positional;  // [SOURCE] MOUNTPOINT
+  std::string error;
+  uint64_t ram_bytes = 0;
+};
+
+void usage(const char* prog) {
+  std::printf(
+      "usage: %s [SOURCE] MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
+      "\n"
+      "A FUSE filesystem of shared-memory files with volatile ranges.\n"
+      "\n"
+      "volfs options:\n"
+      "    -o size=N              limit of stored data: bytes with k/m/g/t suffix,\n"
+      "                           or N%% of RAM (default 50%%)\n"
+      "    -o nr_inodes=N         limit of inodes (default: half the RAM pages)\n"
+      "    -o mode=M              permission bits of the root directory (default 1777)\n"
+      "    -o uid=U,gid=G         owner of the root directory (default: who mounts)\n"
+      "    -o purge_high=P%%       purge volatile pages in the background when stored\n"
+      "                           data exceeds P%% of size=, down to purge_low=\n"
+      "    -o purge_low=Q%%        (default: purge_high minus 10)\n"
+      "    -o purge_on_mark       debug: purge every range as soon as it is marked\n"
+      "\n",
+      prog);
+}
+
+// fuse_opt callback: takes our own options out of the argument list, leaves
+// FUSE's to libfuse, and collects the positional arguments.
+int take_option(void* data, const char* arg, int key, fuse_args*) {
+  auto& cl = *static_cast<CommandLine*>(data);
+  if (key == FUSE_OPT_KEY_NONOPT) {
+    cl.positional.emplace_back(arg);
+    return 0;
+  }
+  if (key != FUSE_OPT_KEY_OPT) return 1;
+  std::string_view a(arg);
+  auto value_of = [&](std::string_view name) -> std::optional<std::string_view> {
+    if (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=') {
+      return a.substr(name.size() + 1);
+    }
+    return std::nullopt;
+  };
+  auto fail = [&](std::string_view name, std::string_view v) {
+    if (cl.error.empty()) {
+      cl.error = "invalid value for " + std::string(name) + "=: '" + std::string(v) + "'";
+    }
+    return 0;
+  };
+  if (auto v = value_of("size")) {
+    Result<uint64_t> r = parse_size(*v, cl.ram_bytes);
+    if (!r.ok()) return fail("size", *v);
+    cl.options.size_bytes = *r;
+    return 0;
+  }
+  if (auto v = value_of("nr_inodes")) {
+    Result<uint64_t> r = parse_count(*v);
+    if (!r.ok()) return fail("nr_inodes", *v);
+    cl.options.nr_inodes = *r;
+    return 0;
+  }
+  if (auto v = value_of("mode")) {
+    Result<mode_t> r = parse_mode(*v);
+    if (!r.ok()) return fail("mode", *v);
+    cl.options.root_mode = *r;
+    return 0;
+  }
+  if (auto v = value_of("uid")) {
+    Result<uint64_t> r = parse_count(*v);
+    if (!r.ok() || *r >= UINT32_MAX) return fail("uid", *v);
+    cl.options.uid = static_cast<uid_t>(*r);
+    return 0;
+  }
+  if (auto v = value_of("gid")) {
+    Result<uint64_t> r = parse_count(*v);
+    if (!r.ok() || *r >= UINT32_MAX) return fail("gid", *v);
+    cl.options.gid = static_cast<gid_t>(*r);
+    return 0;
+  }
+  if (auto v = value_of("purge_high")) {
+    Result<unsigned> r = parse_percent(*v);
+    if (!r.ok() || *r == 0) return fail("purge_high", *v);
+    cl.options.purge_high_pct = *r;
+    return 0;
+  }
+  if (auto v = value_of("purge_low")) {
+    Result<unsigned> r = parse_percent(*v);
+    if (!r.ok()) return fail("purge_low", *v);
+    cl.options.purge_low_pct = *r;
+    return 0;
+  }
+  if (a == "purge_on_mark") {
+    cl.options.purge_on_mark = true;
+    return 0;
+  }
+  return 1;  // FUSE's own, or unknown: fuse_session_new judges
+}
+
+void init(void* userdata, fuse_conn_info* conn) {
+  auto& d = *static_cast<Daemon*>(userdata);
+  (void)d;
+  conn->max_write = 1 << 20;
+  conn->max_readahead = std::max<unsigned>(conn->max_readahead, 1 << 20);
+  conn->want |= FUSE_CAP_IOCTL_DIR | FUSE_CAP_ATOMIC_O_TRUNC;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  // The kernel's cache is only ever changed by this kernel or by our
+  // explicit invalidations: never drop it because mtime moved.
+  conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
+                  FUSE_CAP_POSIX_ACL);
+}
+
+fuse_lowlevel_ops operations() {
+  fuse_lowlevel_ops ops{};
+  ops.init = init;
+  assign_entry_operations(ops);
+  assign_dir_operations(ops);
+  assign_io_operations(ops);
+  assign_ioctl_operations(ops);
+  assign_xattr_operations(ops);
+  return ops;
+}
+
+int run(int argc, char** argv) {
+  const uint64_t page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  CommandLine cl;
+  cl.ram_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * page_size;
+  cl.options = default_mount_options(cl.ram_bytes, page_size);
+  cl.options.uid = getuid();
+  cl.options.gid = getgid();
+
+  fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  if (fuse_opt_parse(&args, &cl, nullptr, take_option) != 0) {
+    fuse_opt_free_args(&args);
+    return 2;
+  }
+  fuse_cmdline_opts opts{};
+  if (fuse_parse_cmdline(&args, &opts) != 0) {
+    fuse_opt_free_args(&args);
+    return 2;
+  }
+  int status = 1;
+  std::unique_ptr<Daemon> daemon;
+  fuse_session* se = nullptr;
+  std::unique_ptr<FuseInvalidator> invalidator;
+  std::string mountpoint, source = "volfs";
+  if (opts.show_help) {
+    usage(argv[0]);
+    fuse_cmdline_help();
+    fuse_lowlevel_help();
+    status = 0;
+    goto out;
+  }
+  if (opts.show_version) {
+    std::printf("volfs version %s, libfuse %s\n", kVersion, fuse_pkgversion());
+    status = 0;
+    goto out;
+  }
+  if (!cl.error.empty()) {
+    std::fprintf(stderr, "volfs: %s\n", cl.error.c_str());
+    goto out;
+  }
+  if (std::string err = validate(cl.options, page_size); !err.empty()) {
+    std::fprintf(stderr, "volfs: %s\n", err.c_str());
+    goto out;
+  }
+  if (cl.positional.size() == 1) {
+    mountpoint = cl.positional[0];
+  } else if (cl.positional.size() == 2) {
+    source = cl.positional[0];
+    mountpoint = cl.positional[1];
+  } else {
+    std::fprintf(stderr, "volfs: %s; see '%s --help'\n",
+                 cl.positional.empty() ? "no mountpoint given" : "too many arguments", argv[0]);
+    goto out;
+  }
+  if (cl.options.purge_high_pct && !cl.options.purge_low_pct) {
+    cl.options.purge_low_pct = cl.options.purge_high_pct > 10 ? cl.options.purge_high_pct - 10 : 0;
+  }
+  {
+    // Permissions are always the kernel's to check, so a multi-user mount
+    // with allow_other is safe; the type shows as fuse.volfs.
+    std::string fuse_opts = "-odefault_permissions,subtype=volfs,fsname=" + source;
+    fuse_opt_add_arg(&args, fuse_opts.c_str());
+  }
+  daemon = std::make_unique<Daemon>(cl.options, page_size);
+  daemon->owner_uid = getuid();
+  {
+    fuse_lowlevel_ops ops = operations();
+    se = fuse_session_new(&args, &ops, sizeof(ops), daemon.get());
+  }
+  if (!se) goto out;  // libfuse printed which option it did not know
+  if (fuse_set_signal_handlers(se) != 0) goto out_destroy;
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) goto out_signals;
+  fuse_daemonize(opts.foreground);
+  invalidator = std::make_unique<FuseInvalidator>(se);
+  daemon->fs.start(invalidator.get());
+  if (opts.singlethread) {
+    status = fuse_session_loop(se);
+  } else {
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
+    // A purge's invalidation waits for write-backs that other threads serve.
+    fuse_loop_cfg_set_max_threads(cfg, std::max(opts.max_threads, 16u));
+    fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+    status = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+  }
+  // A signal ends the loop with its number; that is a clean stop.
+  if (status > 0) status = 0;
+  daemon->fs.stop();
+  daemon->files.clear();
+  fuse_session_unmount(se);
+out_signals:
+  fuse_remove_signal_handlers(se);
+out_destroy:
+  fuse_session_destroy(se);
+out:
+  if (status < 0) status = 1;
+  daemon.reset();
+  free(opts.mountpoint);
+  fuse_opt_free_args(&args);
+  return status;
+}
+
+}  // namespace
+}  // namespace volfs
+
+int main(int argc, char** argv) { return volfs::run(argc, argv); }
