@@ -1,0 +1,29 @@
+/* volfs/client.h: the C client API, a thin errno-style layer over the ioctls
+ * of volfs/volfs.h. Every function returns 0 on success and -1 with errno
+ * set on failure; ENOTTY means "not a file on a volfs mount". */
+#ifndef VOLFS_CLIENT_H_
+#define VOLFS_CLIENT_H_
+
+#include <stdint.h>
+#include <volfs/volfs.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks [offset, offset + length) volatile; flags are VOLFS_MARK_*. */
+int volfs_mark(int fd, uint64_t offset, uint64_t length, uint32_t flags);
+/* Unmarks the range; *purged is set to 1 if data in it was lost, else 0. */
+int volfs_unmark(int fd, uint64_t offset, uint64_t length, int* purged);
+/* Page counts of the range. */
+int volfs_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out);
+/* Global accounting of the mount fd is on (any file or directory fd). */
+int volfs_stats(int fd, struct volfs_stats* out);
+/* Purges up to `bytes` (VOLFS_PURGE_ALL: all); *purged gets the bytes purged. */
+int volfs_purge(int fd, uint64_t bytes, uint64_t* purged);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VOLFS_CLIENT_H_ */

@@ -1,0 +1,132 @@
+// volfs/file.h: the C++ client API. A volfs::File is an open file on a volfs
+// mount: size it, map it, mark ranges volatile, unmark them and learn whether
+// they were purged. Errors are std::system_error naming the file and range.
+#pragma once
+
+#include <sys/mman.h>
+#include <sys/types.h>
+#include <volfs/volfs.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace volfs {
+
+// A byte range; length 0 means "to the end of the file". Offset and length
+// must be multiples of the page size.
+struct Range {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct MarkOptions {
+  bool strict = false;  // purged pages raise SIGBUS/EIO instead of reading zeros
+  int priority = VOLFS_PRIORITY_DEFAULT;  // 0..7, lower is purged first
+};
+
+// What UNMARK learned. Ignoring it defeats the point, hence [[nodiscard]].
+class [[nodiscard]] UnmarkResult {
+ public:
+  explicit UnmarkResult(bool purged) : purged_(purged) {}
+  bool purged() const { return purged_; }
+  bool intact() const { return !purged_; }
+
+ private:
+  bool purged_;
+};
+
+struct RangeStatus {
+  uint64_t nonvolatile_pages = 0;
+  uint64_t volatile_pages = 0;
+  uint64_t purged_pages = 0;
+  uint64_t resident_pages = 0;
+  uint64_t strict_pages = 0;
+};
+
+// A shared mapping of a File; unmapped on destruction.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(void* data, size_t size) : data_(data), size_(size) {}
+  ~Mapping();
+  Mapping(Mapping&& o) noexcept;
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  template <class T = char>
+  T* data() const {
+    return static_cast<T*>(data_);
+  }
+  size_t size() const { return size_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+class File {
+ public:
+  // Opens (flags as open(2), O_CLOEXEC added) a file that must be on a volfs
+  // mount: anything else fails with ENOTTY, never silently.
+  static File open(const std::filesystem::path& path, int flags = 0, mode_t mode = 0600);
+  // Opens or creates for reading and writing.
+  static File create(const std::filesystem::path& path, mode_t mode = 0600);
+
+  File(File&& o) noexcept;
+  File& operator=(File&& o) noexcept;
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File();
+
+  int fd() const { return fd_; }
+  const std::filesystem::path& path() const { return path_; }
+  uint64_t size() const;
+  void resize(uint64_t size);
+  // Maps [offset, offset + length) MAP_SHARED; length 0 maps to the end.
+  Mapping map(uint64_t offset = 0, uint64_t length = 0, int prot = PROT_READ | PROT_WRITE) const;
+
+  void mark_volatile(Range r, MarkOptions o = {});
+  UnmarkResult unmark(Range r);
+  RangeStatus status(Range r = {}) const;
+  volfs_stats stats() const;
+  // Purges up to `bytes` of the mount's volatile data (VOLFS_PURGE_ALL for
+  // all); root or the mount owner only. Returns the bytes purged.
+  uint64_t purge(uint64_t bytes);
+
+  static uint64_t page_size();
+
+ private:
+  File(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  [[noreturn]] void fail(const char* what, Range r) const;
+  [[noreturn]] void fail(const char* what) const;
+
+  int fd_ = -1;
+  std::filesystem::path path_;
+};
+
+// RAII pin: unmarks the range on construction (purged() says whether its
+// data was lost while it was volatile) and marks it volatile again on
+// destruction. The range must be volatile or not, as the caller left it.
+class [[nodiscard]] Pin {
+ public:
+  Pin(File& file, Range r, MarkOptions o = {});
+  ~Pin();
+  Pin(const Pin&) = delete;
+  Pin& operator=(const Pin&) = delete;
+  bool purged() const { return purged_; }
+
+ private:
+  File& file_;
+  Range range_;
+  MarkOptions options_;
+  bool purged_;
+};
+
+// Global accounting of the volfs mount that `path` is on.
+volfs_stats stats(const std::filesystem::path& path);
+// Purges the mount that `path` is on; returns the bytes purged.
+uint64_t purge(const std::filesystem::path& path, uint64_t bytes);
+
+}  // namespace volfs

@@ -1,0 +1,188 @@
+// The C++ client API: see volfs/file.h.
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+#include <volfs/file.h>
+
+#include <cerrno>
+#include <system_error>
+#include <utility>
+
+namespace volfs {
+namespace {
+
+#ifndef FUSE_SUPER_MAGIC
+constexpr long kFuseSuperMagic = 0x65735546;
+#else
+constexpr long kFuseSuperMagic = FUSE_SUPER_MAGIC;
+#endif
+
+std::string describe(const std::filesystem::path& p, Range r) {
+  std::string s = p.string() + " [" + std::to_string(r.offset) + ", ";
+  s += r.length ? std::to_string(r.offset + r.length) + ")" : "end of file)";
+  return s;
+}
+
+// True if fd is on a volfs mount: a FUSE filesystem that answers STATS.
+bool on_volfs(int fd) {
+  struct statfs sfs {};
+  if (fstatfs(fd, &sfs) < 0 || sfs.f_type != kFuseSuperMagic) return false;
+  volfs_stats s{};
+  return ioctl(fd, VOLFS_IOC_STATS, &s) == 0 && s.version >= 1;
+}
+
+int open_checked(const std::filesystem::path& path, int flags, mode_t mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "volfs: open " + path.string());
+  if (!on_volfs(fd)) {
+    ::close(fd);
+    throw std::system_error(ENOTTY, std::generic_category(),
+                            "volfs: " + path.string() + " is not on a volfs mount");
+  }
+  return fd;
+}
+
+}  // namespace
+
+Mapping::~Mapping() {
+  if (data_) ::munmap(data_, size_);
+}
+
+Mapping::Mapping(Mapping&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+Mapping& Mapping::operator=(Mapping&& o) noexcept {
+  if (this != &o) {
+    if (data_) ::munmap(data_, size_);
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+File File::open(const std::filesystem::path& path, int flags, mode_t mode) {
+  return File(open_checked(path, flags, mode), path);
+}
+
+File File::create(const std::filesystem::path& path, mode_t mode) {
+  return open(path, O_RDWR | O_CREAT, mode);
+}
+
+File::File(File&& o) noexcept : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)) {}
+
+File& File::operator=(File&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+uint64_t File::page_size() { return static_cast<uint64_t>(sysconf(_SC_PAGESIZE)); }
+
+void File::fail(const char* what, Range r) const {
+  throw std::system_error(errno, std::generic_category(),
+                          std::string("volfs: ") + what + " " + describe(path_, r));
+}
+
+void File::fail(const char* what) const {
+  throw std::system_error(errno, std::generic_category(),
+                          std::string("volfs: ") + what + " " + path_.string());
+}
+
+uint64_t File::size() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) < 0) fail("stat");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+void File::resize(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) < 0) fail("resize");
+}
+
+Mapping File::map(uint64_t offset, uint64_t length, int prot) const {
+  if (length == 0) {
+    uint64_t sz = size();
+    if (offset >= sz) {
+      errno = EINVAL;
+      fail("map (empty range)", Range{offset, length});
+    }
+    length = sz - offset;
+  }
+  void* p = ::mmap(nullptr, length, prot, MAP_SHARED, fd_, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) fail("map", Range{offset, length});
+  return Mapping(p, length);
+}
+
+void File::mark_volatile(Range r, MarkOptions o) {
+  if (o.priority < 0 || o.priority > 7) {
+    errno = EINVAL;
+    fail("mark_volatile (priority not in 0..7)", r);
+  }
+  uint32_t flags = VOLFS_MARK_PRIORITY(static_cast<uint32_t>(o.priority));
+  if (o.strict) flags |= VOLFS_MARK_STRICT;
+  volfs_range vr{r.offset, r.length, flags, 0};
+  if (::ioctl(fd_, VOLFS_IOC_MARK_VOLATILE, &vr) < 0) fail("mark_volatile", r);
+}
+
+UnmarkResult File::unmark(Range r) {
+  volfs_range vr{r.offset, r.length, 0, 0};
+  if (::ioctl(fd_, VOLFS_IOC_UNMARK_VOLATILE, &vr) < 0) fail("unmark", r);
+  return UnmarkResult(vr.result == VOLFS_PURGED);
+}
+
+RangeStatus File::status(Range r) const {
+  volfs_status st{};
+  st.offset = r.offset;
+  st.length = r.length;
+  if (::ioctl(fd_, VOLFS_IOC_GET_STATUS, &st) < 0) fail("status", r);
+  return RangeStatus{st.nonvolatile_pages, st.volatile_pages, st.purged_pages,
+                     st.resident_pages, st.strict_pages};
+}
+
+volfs_stats File::stats() const {
+  volfs_stats s{};
+  if (::ioctl(fd_, VOLFS_IOC_STATS, &s) < 0) fail("stats");
+  return s;
+}
+
+uint64_t File::purge(uint64_t bytes) {
+  volfs_purge p{};
+  p.bytes = bytes;
+  if (::ioctl(fd_, VOLFS_IOC_PURGE, &p) < 0) fail("purge");
+  return p.purged;
+}
+
+Pin::Pin(File& file, Range r, MarkOptions o)
+    : file_(file), range_(r), options_(o), purged_(file.unmark(r).purged()) {}
+
+Pin::~Pin() {
+  // A destructor must not throw; a failed re-mark only means the range stays
+  // pinned (non-volatile), which loses nothing.
+  try {
+    file_.mark_volatile(range_, options_);
+  } catch (const std::system_error&) {
+  }
+}
+
+namespace {
+File open_any(const std::filesystem::path& path) {
+  return File::open(path, O_RDONLY | (std::filesystem::is_directory(path) ? O_DIRECTORY : 0));
+}
+}  // namespace
+
+volfs_stats stats(const std::filesystem::path& path) { return open_any(path).stats(); }
+
+uint64_t purge(const std::filesystem::path& path, uint64_t bytes) {
+  return open_any(path).purge(bytes);
+}
+
+}  // namespace volfs
