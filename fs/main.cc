@@ -21,6 +21,7 @@ struct CommandLine {
   std::vector<std::string> positional;  // [SOURCE] MOUNTPOINT
   std::string error;
   uint64_t ram_bytes = 0;
+  bool fsname_given = false;
 };
 
 void usage(const char* prog) {
@@ -107,6 +108,7 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
     cl.options.purge_low_pct = *r;
     return 0;
   }
+  if (a.substr(0, 7) == "fsname=") cl.fsname_given = true;  // left for libfuse
   if (a == "purge_on_mark") {
     cl.options.purge_on_mark = true;
     return 0;
@@ -197,7 +199,8 @@ int run(int argc, char** argv) {
   {
     // Permissions are always the kernel's to check, so a multi-user mount
     // with allow_other is safe; the type shows as fuse.volfs.
-    std::string fuse_opts = "-odefault_permissions,subtype=volfs,fsname=" + source;
+    std::string fuse_opts = "-odefault_permissions,subtype=volfs";
+    if (!cl.fsname_given) fuse_opts += ",fsname=" + source;
     fuse_opt_add_arg(&args, fuse_opts.c_str());
   }
   daemon = std::make_unique<Daemon>(cl.options, page_size);
@@ -217,8 +220,13 @@ int run(int argc, char** argv) {
   } else {
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
-    // A purge's invalidation waits for write-backs that other threads serve.
-    fuse_loop_cfg_set_max_threads(cfg, std::max(opts.max_threads, 16u));
+    // A purge's invalidation waits for write-backs that other threads serve:
+    // allow plenty (libfuse's own default is 10; -o max_threads= may raise it).
+    constexpr unsigned kMinThreads = 16, kDefaultThreads = 64, kMaxThreads = 100000;
+    unsigned threads = opts.max_threads > 0 && opts.max_threads <= kMaxThreads
+                           ? std::max(opts.max_threads, kMinThreads)
+                           : kDefaultThreads;
+    fuse_loop_cfg_set_max_threads(cfg, threads);
     fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
     status = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
