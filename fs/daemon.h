@@ -57,7 +57,7 @@ struct Daemon {
   Daemon(const MountOptions& o, uint64_t page_size) : fs(o, page_size) {}
   Filesystem fs;
   OpenFiles files;
-  uid_t owner_uid = 0;  // who mounted: may purge, like root
+  uid_t owner_uid = 0;   // who mounted: may purge, like root
   double timeout = 1.0;  // entry and attribute cache timeout, seconds
 };
 

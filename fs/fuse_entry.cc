@@ -33,8 +33,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   guarded(req, [&] { reply_attr(req, daemon_of(req).fs.getattr(ino)); });
 }
 
-void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                fuse_file_info*) {
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
   guarded(req, [&] {
     SetAttr a;
     a.set_mode = to_set & FUSE_SET_ATTR_MODE;
@@ -58,17 +57,20 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  guarded(req,
-          [&] { reply_entry(req, daemon_of(req).fs.mknod(parent, name, mode, rdev, caller_of(req))); });
+  guarded(req, [&] {
+    reply_entry(req, daemon_of(req).fs.mknod(parent, name, mode, rdev, caller_of(req)));
+  });
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  guarded(req, [&] { reply_entry(req, daemon_of(req).fs.mkdir(parent, name, mode, caller_of(req))); });
+  guarded(req,
+          [&] { reply_entry(req, daemon_of(req).fs.mkdir(parent, name, mode, caller_of(req))); });
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
-  guarded(req,
-          [&] { reply_entry(req, daemon_of(req).fs.symlink(target, parent, name, caller_of(req))); });
+  guarded(req, [&] {
+    reply_entry(req, daemon_of(req).fs.symlink(target, parent, name, caller_of(req)));
+  });
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {

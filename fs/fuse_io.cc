@@ -85,17 +85,17 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
   });
 }
 
-void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len,
-                  fuse_file_info* fi) {
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
   guarded(req, [&] {
     if (off < 0 || len <= 0) {
       fuse_reply_err(req, EINVAL);
       return;
     }
-    fuse_reply_err(req, daemon_of(req)
-                            .fs.fallocate(file_of(fi), mode, static_cast<uint64_t>(off),
-                                          static_cast<uint64_t>(len))
-                            .err());
+    fuse_reply_err(
+        req,
+        daemon_of(req)
+            .fs.fallocate(file_of(fi), mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len))
+            .err());
   });
 }
 

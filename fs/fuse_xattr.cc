@@ -18,8 +18,8 @@ void reply_sized(fuse_req_t req, const Result<std::string>& value, size_t size) 
   }
 }
 
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
-                 size_t size, int flags) {
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
   guarded(req, [&] {
     fuse_reply_err(req, daemon_of(req).fs.setxattr(ino, name, {value, size}, flags).err());
   });

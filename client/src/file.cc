@@ -36,7 +36,8 @@ bool on_volfs(int fd) {
 
 int open_checked(const std::filesystem::path& path, int flags, mode_t mode) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "volfs: open " + path.string());
+  if (fd < 0)
+    throw std::system_error(errno, std::generic_category(), "volfs: open " + path.string());
   if (!on_volfs(fd)) {
     ::close(fd);
     throw std::system_error(ENOTTY, std::generic_category(),
@@ -144,8 +145,8 @@ RangeStatus File::status(Range r) const {
   st.offset = r.offset;
   st.length = r.length;
   if (::ioctl(fd_, VOLFS_IOC_GET_STATUS, &st) < 0) fail("status", r);
-  return RangeStatus{st.nonvolatile_pages, st.volatile_pages, st.purged_pages,
-                     st.resident_pages, st.strict_pages};
+  return RangeStatus{st.nonvolatile_pages, st.volatile_pages, st.purged_pages, st.resident_pages,
+                     st.strict_pages};
 }
 
 volfs_stats File::stats() const {

@@ -68,8 +68,7 @@ class FileState {
   // Purges up to max_pages purgeable pages of mark `seq` inside r, lowest
   // first: they become purged, not resident, and carry purge_id until
   // finish_purge. Returns the page runs to punch out of the store.
-  std::vector<PageRange> purge(PageRange r, uint64_t seq, uint64_t max_pages,
-                               uint32_t purge_id);
+  std::vector<PageRange> purge(PageRange r, uint64_t seq, uint64_t max_pages, uint32_t purge_id);
   void finish_purge(PageRange r, uint32_t purge_id);
 
   const PageMap& map() const { return map_; }

@@ -78,21 +78,21 @@ TEST_F(FileStateTest, PurgeOrderIsPriorityThenAge) {
   EXPECT_EQ(order, want);
 }
 
-
-
 TEST_F(FileStateTest, RandomOperationsMatchPerPageModel) {
-  const uint64_t seed = std::getenv("VOLFS_SEED") ? std::strtoull(std::getenv("VOLFS_SEED"), nullptr, 0)
-                                                  : std::random_device{}();
-  const long steps = std::getenv("VOLFS_MODEL_STEPS") ? std::atol(std::getenv("VOLFS_MODEL_STEPS"))
-                                                      : 1000000;
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with VOLFS_SEED=" +
-               std::to_string(seed) + ")");
+  const uint64_t seed = std::getenv("VOLFS_SEED")
+                            ? std::strtoull(std::getenv("VOLFS_SEED"), nullptr, 0)
+                            : std::random_device{}();
+  const long steps =
+      std::getenv("VOLFS_MODEL_STEPS") ? std::atol(std::getenv("VOLFS_MODEL_STEPS")) : 1000000;
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with VOLFS_SEED=" + std::to_string(seed) +
+               ")");
   std::mt19937_64 rng(seed);
   constexpr uint64_t kPages = 48;
   constexpr int kFiles = 3;
   std::vector<std::unique_ptr<FileState>> files;
   std::vector<std::vector<PageFlags>> model(kFiles, std::vector<PageFlags>(kPages));
-  for (int i = 0; i < kFiles; ++i) files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));
+  for (int i = 0; i < kFiles; ++i)
+    files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));
   uint64_t next_seq = 1;
   uint32_t next_purge = 1;
   // Outstanding purges: (file, purge_id).
@@ -236,7 +236,8 @@ TEST_F(FileStateTest, RandomOperationsMatchPerPageModel) {
     for (int f = 0; f < kFiles; ++f) {
       uint64_t p = 0;
       files[f]->map().for_each(0, kPages, [&](PageRange r2, const PageFlags& pf) {
-        for (; p < r2.end; ++p) ASSERT_EQ(pf, model[f][p]) << "file " << f << " page " << p << " step " << step;
+        for (; p < r2.end; ++p)
+          ASSERT_EQ(pf, model[f][p]) << "file " << f << " page " << p << " step " << step;
       });
       for (const PageFlags& pf : model[f]) {
         want.resident_pages += pf.resident;

@@ -31,9 +31,7 @@ timespec now() {
 }  // namespace
 
 Filesystem::Filesystem(const MountOptions& options, uint64_t page_size)
-    : options_(options),
-      page_size_(page_size),
-      acc_(page_size, options.size_bytes / page_size) {
+    : options_(options), page_size_(page_size), acc_(page_size, options.size_bytes / page_size) {
   auto root = std::make_shared<Inode>(kRootIno, S_IFDIR);
   root->mode = S_IFDIR | (options.root_mode & 07777);
   root->uid = options.uid;
@@ -233,8 +231,8 @@ void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
   maybe_destroy(i);
 }
 
-Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode_t mode,
-                                    dev_t rdev, const Caller& c, std::string_view target) {
+Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
+                                    const Caller& c, std::string_view target) {
   std::unique_lock lock(ns_mu_);
   auto dir = find_locked(parent);
   if (!dir) return Err{ENOENT};
@@ -286,7 +284,11 @@ Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode
 Result<Entry> Filesystem::mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                                 const Caller& c) {
   switch (mode & S_IFMT) {
-    case S_IFREG: case S_IFIFO: case S_IFSOCK: case S_IFCHR: case S_IFBLK:
+    case S_IFREG:
+    case S_IFIFO:
+    case S_IFSOCK:
+    case S_IFCHR:
+    case S_IFBLK:
       break;
     default:
       return Err{EINVAL};
@@ -299,8 +301,8 @@ Result<Entry> Filesystem::mkdir(uint64_t parent, std::string_view name, mode_t m
   return make_node(parent, name, S_IFDIR | (mode & 07777), 0, c, {});
 }
 
-Result<Entry> Filesystem::symlink(std::string_view target, uint64_t parent,
-                                  std::string_view name, const Caller& c) {
+Result<Entry> Filesystem::symlink(std::string_view target, uint64_t parent, std::string_view name,
+                                  const Caller& c) {
   if (target.size() >= PATH_MAX) return Err{ENAMETOOLONG};
   return make_node(parent, name, S_IFLNK | 0777, 0, c, target);
 }
@@ -737,10 +739,10 @@ void Filesystem::mark(const OpenFile& f, ByteRange r, uint32_t flags, MarkDone d
   if ((flags & VOLFS_MARK_PRIORITY_MASK) && !(flags & VOLFS_MARK_HAS_PRIORITY)) {
     return done(Err{EINVAL});
   }
-  uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
-                     ? static_cast<uint8_t>((flags & VOLFS_MARK_PRIORITY_MASK) >>
-                                            VOLFS_MARK_PRIORITY_SHIFT)
-                     : VOLFS_PRIORITY_DEFAULT;
+  uint8_t prio =
+      (flags & VOLFS_MARK_HAS_PRIORITY)
+          ? static_cast<uint8_t>((flags & VOLFS_MARK_PRIORITY_MASK) >> VOLFS_MARK_PRIORITY_SHIFT)
+          : VOLFS_PRIORITY_DEFAULT;
   bool strict = flags & VOLFS_MARK_STRICT;
   PurgeEntry entry;
   {
@@ -798,7 +800,8 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
   uint64_t max_pages = max_bytes == VOLFS_PURGE_ALL ? UINT64_MAX : max_bytes / page_size_;
   std::vector<PurgeBatch> batches;
   uint64_t pages = purge_pages(max_pages, batches);
-  post_finish(std::move(batches), [this, pages, done = std::move(done)] { done(pages * page_size_); });
+  post_finish(std::move(batches),
+              [this, pages, done = std::move(done)] { done(pages * page_size_); });
 }
 
 bool Filesystem::purge_for_space(uint64_t pages) {

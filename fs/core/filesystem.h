@@ -85,9 +85,9 @@ class Inode {
   uint64_t size = 0;
   timespec atime{}, mtime{}, ctime{};
   std::map<std::string, std::string, std::less<>> xattrs;
-  std::string symlink_target;                 // immutable after creation
-  std::unique_ptr<Store> store;               // regular files
-  std::unique_ptr<FileState> state;           // regular files
+  std::string symlink_target;                  // immutable after creation
+  std::unique_ptr<Store> store;                // regular files
+  std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
 
   // GUARDED_BY(Filesystem::ns_mu_)
@@ -246,7 +246,7 @@ class Filesystem {
   // Guards the inode table, every Directory, nlookup and the link structure.
   mutable std::shared_mutex ns_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;  // GUARDED_BY(ns_mu_)
-  uint64_t next_ino_ = kRootIno + 1;                              // GUARDED_BY(ns_mu_)
+  uint64_t next_ino_ = kRootIno + 1;                             // GUARDED_BY(ns_mu_)
 
   CacheInvalidator* invalidator_ = nullptr;
   std::unique_ptr<PurgeWorker> worker_;

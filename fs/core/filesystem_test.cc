@@ -26,7 +26,8 @@ MountOptions options(uint64_t size_pages = 1024) {
   return o;
 }
 
-std::string read_all(Filesystem& fs, const OpenFile& f, uint64_t off, size_t len, int* err = nullptr) {
+std::string read_all(Filesystem& fs, const OpenFile& f, uint64_t off, size_t len,
+                     int* err = nullptr) {
   std::string out;
   Status s = fs.read(f, off, len, [&](int fd, uint64_t pos, size_t n) {
     out.resize(n);
@@ -122,13 +123,14 @@ TEST(FilesystemTest, ReaddirResumesWithoutRepeatsWhileEntriesChange) {
   int round = 0;
   for (;;) {
     int taken = 0;
-    Status s = fx.fs.readdir(kRootIno, off, [&](std::string_view name, uint64_t, mode_t, uint64_t next) {
-      if (taken == 7) return false;
-      EXPECT_TRUE(seen.insert(std::string(name)).second) << name;
-      off = next;
-      ++taken;
-      return true;
-    });
+    Status s =
+        fx.fs.readdir(kRootIno, off, [&](std::string_view name, uint64_t, mode_t, uint64_t next) {
+          if (taken == 7) return false;
+          EXPECT_TRUE(seen.insert(std::string(name)).second) << name;
+          off = next;
+          ++taken;
+          return true;
+        });
     ASSERT_TRUE(s.ok());
     if (taken == 0) break;
     // Change the directory between the first calls: remove an unseen entry,
@@ -248,7 +250,8 @@ TEST(FilesystemTest, UnmarkDuringPurgeWaitsAndWritesAfterItAreKept) {
     if (!first) return;
     first = false;
     // An unmark racing the purge's invalidation must not answer yet.
-    fx.fs.unmark(*f, ByteRange{0, 0}, [&](Result<bool> r) { answer = r.ok() ? int{*r} : -r.err(); });
+    fx.fs.unmark(*f, ByteRange{0, 0},
+                 [&](Result<bool> r) { answer = r.ok() ? int{*r} : -r.err(); });
     EXPECT_EQ(answer.load(), -EINPROGRESS);
   };
   EXPECT_EQ(purge(fx.fs, VOLFS_PURGE_ALL), 4 * kPage);

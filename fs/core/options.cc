@@ -20,11 +20,24 @@ Result<uint64_t> with_suffix(std::string_view text) {
   if (text.empty()) return Err{EINVAL};
   unsigned shift = 0;
   switch (text.back()) {
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: break;
+    case 'k':
+    case 'K':
+      shift = 10;
+      break;
+    case 'm':
+    case 'M':
+      shift = 20;
+      break;
+    case 'g':
+    case 'G':
+      shift = 30;
+      break;
+    case 't':
+    case 'T':
+      shift = 40;
+      break;
+    default:
+      break;
   }
   if (shift) text.remove_suffix(1);
   Result<uint64_t> v = parse_u64(text);

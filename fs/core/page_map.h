@@ -68,8 +68,7 @@ class PageMap {
       PageFlags flags;
     };
     std::vector<Piece> pieces;
-    for_each(first, end,
-             [&](PageRange r, const PageFlags& f) { pieces.push_back(Piece{r, f}); });
+    for_each(first, end, [&](PageRange r, const PageFlags& f) { pieces.push_back(Piece{r, f}); });
     split_at(first);
     split_at(end);
     runs_.erase(runs_.lower_bound(first), runs_.lower_bound(end));

@@ -16,7 +16,8 @@ TEST(PageMapTest, HolesAreDefaultAndRunsMerge) {
   m.update(10, 20, set_resident, ignore);
   m.update(20, 30, set_resident, ignore);
   EXPECT_EQ(m.run_count(), 1u);
-  m.update(15, 16, [](PageRange, PageFlags& f) { f.resident = false; }, ignore);
+  m.update(
+      15, 16, [](PageRange, PageFlags& f) { f.resident = false; }, ignore);
   EXPECT_EQ(m.run_count(), 2u);
   std::vector<std::pair<PageRange, bool>> pieces;
   m.for_each(0, 40, [&](PageRange r, const PageFlags& f) { pieces.push_back({r, f.resident}); });
@@ -30,10 +31,12 @@ TEST(PageMapTest, ObserverSeesOnlyChanges) {
   PageMap m;
   uint64_t changed = 0;
   auto count = [&](PageRange r, const PageFlags&, const PageFlags&) { changed += r.pages(); };
-  m.update(0, 8, [](PageRange, PageFlags& f) { f.resident = true; }, count);
+  m.update(
+      0, 8, [](PageRange, PageFlags& f) { f.resident = true; }, count);
   EXPECT_EQ(changed, 8u);
   changed = 0;
-  m.update(4, 12, [](PageRange, PageFlags& f) { f.resident = true; }, count);
+  m.update(
+      4, 12, [](PageRange, PageFlags& f) { f.resident = true; }, count);
   EXPECT_EQ(changed, 4u);
 }
 
@@ -51,8 +54,9 @@ TEST(PageMapTest, RandomUpdatesMatchPerPageModel) {
     value.resident = rng() & 1;
     value.is_volatile = rng() & 1;
     value.seq = rng() % 3;
-    m.update(a, b, [&](PageRange, PageFlags& f) { f = value; },
-             [](PageRange, const PageFlags&, const PageFlags&) {});
+    m.update(
+        a, b, [&](PageRange, PageFlags& f) { f = value; },
+        [](PageRange, const PageFlags&, const PageFlags&) {});
     for (uint64_t p = a; p < b; ++p) model[p] = value;
     ASSERT_TRUE(m.valid()) << "step " << step;
     uint64_t covered = 0;

@@ -21,9 +21,7 @@ struct PurgeEntry {
   uint64_t ino = 0;
   PageRange range;  // the pages the mark covered; purge looks only there
 
-  bool operator<(const PurgeEntry& o) const {
-    return prio != o.prio ? prio < o.prio : seq < o.seq;
-  }
+  bool operator<(const PurgeEntry& o) const { return prio != o.prio ? prio < o.prio : seq < o.seq; }
 };
 
 class PurgeQueue {
@@ -60,8 +58,8 @@ class PurgeQueue {
     return e;
   }
 
-  mutable std::mutex mu_;           // guards entries_; innermost lock
-  std::set<PurgeEntry> entries_;    // GUARDED_BY(mu_)
+  mutable std::mutex mu_;         // guards entries_; innermost lock
+  std::set<PurgeEntry> entries_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace volfs

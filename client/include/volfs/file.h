@@ -21,7 +21,7 @@ struct Range {
 };
 
 struct MarkOptions {
-  bool strict = false;  // purged pages raise SIGBUS/EIO instead of reading zeros
+  bool strict = false;                    // purged pages raise SIGBUS/EIO instead of reading zeros
   int priority = VOLFS_PRIORITY_DEFAULT;  // 0..7, lower is purged first
 };
 
