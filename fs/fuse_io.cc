@@ -76,7 +76,8 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
               fuse_file_info* fi) {
   guarded(req, [&] {
-    Result<size_t> n = daemon_of(req).fs.write(file_of(fi), buf, size, static_cast<uint64_t>(off));
+    Result<size_t> n =
+        daemon_of(req).fs.write(file_of(fi), buf, size, static_cast<uint64_t>(off), fi->writepage);
     if (!n.ok()) {
       fuse_reply_err(req, n.err());
       return;

@@ -48,10 +48,12 @@ void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n
   }
 }
 
-WritePlan FileState::plan_write(PageRange r) const {
+WritePlan FileState::plan_write(PageRange r, bool writeback) const {
   WritePlan plan;
   map_.for_each(r.first, r.end, [&](PageRange p, const PageFlags& f) {
-    if (f.purge_id != 0) return;  // write-back racing a purge: dropped
+    if (f.purge_id != 0 && writeback) return;  // stale data racing a purge: dropped
+    // A write(2) into a purged page: EIO if strict, else the page holds data
+    // again (still volatile, still purged).
     if (f.is_volatile && f.strict && f.purged) plan.eio = true;
     if (!plan.keep.empty() && plan.keep.back().end == p.first) {
       plan.keep.back().end = p.end;
@@ -66,10 +68,7 @@ WritePlan FileState::plan_write(PageRange r) const {
 void FileState::commit_write(const WritePlan& plan) {
   assert(!plan.eio);
   for (const PageRange& r : plan.keep) {
-    update(r, [](PageRange, PageFlags& f) {
-      assert(f.purge_id == 0);
-      f.resident = true;
-    });
+    update(r, [](PageRange, PageFlags& f) { f.resident = true; });
   }
 }
 

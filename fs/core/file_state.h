@@ -2,8 +2,8 @@
 // step with the global Accounting and PurgeQueue on every change.
 // Not thread-safe: the owning inode's lock guards it. Invariants: the global
 // counters equal the sum over all files of their pages' classification, and a
-// mark has a PurgeQueue entry iff it has purgeable pages (volatile, resident,
-// not purged) in this file.
+// mark has a PurgeQueue entry iff it has purgeable pages (volatile, resident)
+// in this file.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +25,9 @@ struct RangeStatus {
 };
 
 // What a write of a page range may do: fail with EIO (it touches a strict
-// purged page), or land in `keep` (the rest belongs to pages whose purge is
-// finishing: their write-back is acknowledged and dropped).
+// purged page), or land in `keep`. The rest belongs to pages whose purge is
+// finishing, written back from the kernel's cache: that stale data is
+// acknowledged and dropped, or it would resurrect what the purge freed.
 struct WritePlan {
   bool eio = false;
   std::vector<PageRange> keep;
@@ -45,7 +46,9 @@ class FileState {
 
   static constexpr uint64_t kEndOfFile = UINT64_MAX;
 
-  WritePlan plan_write(PageRange r) const;
+  // `writeback`: the data comes from the kernel's page cache (dirty mmap
+  // pages), not from a write(2) issued now.
+  WritePlan plan_write(PageRange r, bool writeback) const;
   // Makes the plan's pages resident; the caller charged plan.new_pages.
   void commit_write(const WritePlan& plan);
   // Makes pages resident with no conditions (fallocate); returns how many

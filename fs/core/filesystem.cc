@@ -539,7 +539,8 @@ Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const Read
   return {};
 }
 
-Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size, uint64_t off) {
+Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size, uint64_t off,
+                                 bool writeback) {
   Inode& i = *f.inode;
   if (!i.is_reg()) return Err{EINVAL};
   if (size == 0) return size_t{0};
@@ -549,7 +550,7 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
   for (int attempt = 0;; ++attempt) {
     std::shared_lock io(i.io_mu);
     std::unique_lock lock(i.mu);
-    WritePlan plan = i.state->plan_write(pages);
+    WritePlan plan = i.state->plan_write(pages, writeback);
     if (plan.eio) return Err{EIO};
     if (plan.new_pages && !acc_.try_charge(plan.new_pages)) {
       lock.unlock();
@@ -775,11 +776,13 @@ void Filesystem::unmark(const OpenFile& f, ByteRange r, UnmarkDone done) {
 
 void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
   std::unique_lock lock(job->inode->mu);
-  UnmarkResult res = job->inode->state->unmark(job->range);
+  UnmarkResult res =
+      job->inode->settling ? UnmarkResult::kBusy : job->inode->state->unmark(job->range);
   if (res == UnmarkResult::kBusy) {
-    // A purge of a page in the range is finishing. Its last step runs this
-    // again; answering before then would let it drop a write made after the
-    // unmark returned.
+    // A purge of a page in the range is finishing (or, settling, of a page of
+    // this file). Its last step runs this again. Answering before then would
+    // let it drop a write made after the unmark returned, or let its last
+    // invalidation turn a page that is non-volatile by then into zeros.
     job->inode->waiters.push_back([this, job] { try_unmark(job); });
     return;
   }
@@ -880,20 +883,28 @@ void Filesystem::finish_purge(const std::vector<PurgeBatch>& batches) {
   // 1. Drop the kernel's copies. Dirty ones come back as WRITEs first; they
   //    hit PURGING pages and are dropped, so purged data is not resurrected.
   invalidate_all();
-  // 2. Writes are accepted again.
-  std::vector<std::function<void()>> waiters;
+  // 2. Writes are accepted again. Unmarks still wait (settling): step 3 may
+  //    still drop a cached page that the store does not hold.
   for (const PurgeBatch& b : batches) {
     std::lock_guard lock(b.inode->mu);
     b.inode->state->finish_purge(PageRange{b.ranges.front().first, b.ranges.back().end},
                                  b.purge_id);
-    for (auto& w : b.inode->waiters) waiters.push_back(std::move(w));
-    b.inode->waiters.clear();
+    ++b.inode->settling;
   }
   // 3. A page faulted in and dirtied during step 1 is written back now and
-  //    kept (its page is purged-but-volatile, so keeping it is allowed), so
-  //    the kernel and the store agree again.
+  //    kept (its page is purged-but-volatile, so keeping it is allowed), and
+  //    a cached page whose write-back step 1 dropped is dropped, so the
+  //    kernel and the store agree again.
   invalidate_all();
   // 4. Unmarks that waited for this purge answer now.
+  std::vector<std::function<void()>> waiters;
+  for (const PurgeBatch& b : batches) {
+    std::lock_guard lock(b.inode->mu);
+    if (--b.inode->settling == 0) {
+      for (auto& w : b.inode->waiters) waiters.push_back(std::move(w));
+      b.inode->waiters.clear();
+    }
+  }
   for (auto& w : waiters) w();
 }
 

@@ -89,6 +89,7 @@ class Inode {
   std::unique_ptr<Store> store;                // regular files
   std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
+  int settling = 0;  // purges between clearing PURGING and their last invalidation
 
   // GUARDED_BY(Filesystem::ns_mu_)
   Directory dir;         // directories
@@ -171,7 +172,10 @@ class Filesystem {
   // held; len is clamped to the file size. Errors come back without a reply.
   using ReadReply = std::function<void(int fd, uint64_t off, size_t len)>;
   Status read(const OpenFile& f, uint64_t off, size_t size, const ReadReply& reply);
-  Result<size_t> write(const OpenFile& f, const char* buf, size_t size, uint64_t off);
+  // `writeback`: dirty pages from the kernel's cache (FUSE_WRITE_CACHE), as
+  // opposed to a write(2) being made now.
+  Result<size_t> write(const OpenFile& f, const char* buf, size_t size, uint64_t off,
+                       bool writeback = false);
   Status fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t len);
   Result<uint64_t> lseek(const OpenFile& f, uint64_t off, int whence);
 

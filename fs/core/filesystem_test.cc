@@ -209,7 +209,7 @@ class KernelLikeInvalidator : public CacheInvalidator {
     ++calls;
     if (dirty && dirty->inode) {
       std::string data(len, 'D');
-      (void)fs_.write(*dirty, data.data(), len, off);
+      (void)fs_.write(*dirty, data.data(), len, off, /*writeback=*/true);
     }
     if (during) during();
   }

@@ -23,8 +23,9 @@ struct PageFlags {
   uint8_t prio = 0;     // volatile: purge priority class, 0 is purged first
 
   bool operator==(const PageFlags&) const = default;
-  // A page the purge engine may take: volatile, data present, not yet purged.
-  bool purgeable() const { return is_volatile && resident && !purged; }
+  // A page the purge engine may take: volatile with data present (a purged
+  // page written again holds data again, and may be purged again).
+  bool purgeable() const { return is_volatile && resident; }
 };
 
 // Half-open page interval [first, end).
