@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -227,7 +228,9 @@ int run(int argc, char** argv) {
                            ? std::max(opts.max_threads, kMinThreads)
                            : kDefaultThreads;
     fuse_loop_cfg_set_max_threads(cfg, threads);
-    fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+    if (opts.max_idle_threads != UINT_MAX) {  // UINT_MAX: not given
+      fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+    }
     status = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
   }

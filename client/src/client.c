@@ -17,14 +17,14 @@ int volfs_unmark(int fd, uint64_t offset, uint64_t length, int* purged) {
   return 0;
 }
 
-int volfs_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out) {
+int volfs_get_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out) {
   memset(out, 0, sizeof(*out));
   out->offset = offset;
   out->length = length;
   return ioctl(fd, VOLFS_IOC_GET_STATUS, out) < 0 ? -1 : 0;
 }
 
-int volfs_stats(int fd, struct volfs_stats* out) {
+int volfs_get_stats(int fd, struct volfs_stats* out) {
   memset(out, 0, sizeof(*out));
   return ioctl(fd, VOLFS_IOC_STATS, out) < 0 ? -1 : 0;
 }

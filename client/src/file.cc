@@ -34,14 +34,29 @@ bool on_volfs(int fd) {
   return ioctl(fd, VOLFS_IOC_STATS, &s) == 0 && s.version >= 1;
 }
 
+[[noreturn]] void not_volfs(const std::filesystem::path& path) {
+  throw std::system_error(ENOTTY, std::generic_category(),
+                          "volfs: " + path.string() + " is not on a volfs mount");
+}
+
 int open_checked(const std::filesystem::path& path, int flags, mode_t mode) {
+  if (flags & O_CREAT) {
+    // Check the directory first, so that a wrong path leaves no file behind.
+    std::filesystem::path dir = path.parent_path().empty() ? "." : path.parent_path();
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+      throw std::system_error(errno, std::generic_category(), "volfs: open " + dir.string());
+    }
+    bool ok = on_volfs(dfd);
+    ::close(dfd);
+    if (!ok) not_volfs(path);
+  }
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0)
     throw std::system_error(errno, std::generic_category(), "volfs: open " + path.string());
   if (!on_volfs(fd)) {
     ::close(fd);
-    throw std::system_error(ENOTTY, std::generic_category(),
-                            "volfs: " + path.string() + " is not on a volfs mount");
+    not_volfs(path);
   }
   return fd;
 }

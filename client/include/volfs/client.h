@@ -16,9 +16,9 @@ int volfs_mark(int fd, uint64_t offset, uint64_t length, uint32_t flags);
 /* Unmarks the range; *purged is set to 1 if data in it was lost, else 0. */
 int volfs_unmark(int fd, uint64_t offset, uint64_t length, int* purged);
 /* Page counts of the range. */
-int volfs_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out);
+int volfs_get_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out);
 /* Global accounting of the mount fd is on (any file or directory fd). */
-int volfs_stats(int fd, struct volfs_stats* out);
+int volfs_get_stats(int fd, struct volfs_stats* out);
 /* Purges up to `bytes` (VOLFS_PURGE_ALL: all); *purged gets the bytes purged. */
 int volfs_purge(int fd, uint64_t bytes, uint64_t* purged);
 
