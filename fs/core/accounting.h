@@ -75,7 +75,7 @@ class Accounting {
   uint64_t resident_pages() const { return resident_.load(std::memory_order_relaxed); }
 
   AccountingSnapshot snapshot() const {
-    auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_acquire); };
     return AccountingSnapshot{
         .page_size = page_size_,
         .limit_pages = limit_pages_,
@@ -95,10 +95,12 @@ class Accounting {
   }
 
  private:
-  // Relaxed: counters are statistics; ordering with the page state comes from
-  // the file locks under which the deltas are applied.
+  // Release here, acquire in snapshot(): an operation that moves several
+  // counters moves the totals first (count_purge before the pages leave), so
+  // a snapshot that sees a later counter's new value, read in field order,
+  // also sees the earlier ones. Under the file locks nothing else is needed.
   static void add(std::atomic<uint64_t>& a, int64_t d) {
-    a.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
+    a.fetch_add(static_cast<uint64_t>(d), std::memory_order_release);
   }
 
   const uint64_t page_size_;

@@ -169,6 +169,8 @@ std::vector<PageRange> FileState::purge(PageRange r, uint64_t seq, uint64_t max_
       victims.push_back(take);
     }
   });
+  // Count first: see Accounting::add for why the order matters to readers.
+  if (budget < max_pages) acc_.count_purge(max_pages - budget);
   for (const PageRange& v : victims) {
     update(v, [&](PageRange, PageFlags& f) {
       f.resident = false;

@@ -854,7 +854,6 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   }
   if (pages == 0) return 0;
   acc_.uncharge(pages);
-  acc_.count_purge(pages);
   out.push_back(PurgeBatch{i, id, std::move(victims)});
   return pages;
 }
