@@ -46,8 +46,6 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
-
 // The data lives in memory already; dirty mmap pages reach us before FSYNC.
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
 
@@ -121,7 +119,9 @@ void assign_io_operations(fuse_lowlevel_ops& ops) {
   ops.open = op_open;
   ops.create = op_create;
   ops.release = op_release;
-  ops.flush = op_flush;
+  // No flush handler: libfuse answers ENOSYS once and the kernel stops
+  // sending FLUSH, saving a round trip per close(2). The kernel still writes
+  // dirty mapped pages back on close before it looks at that answer.
   ops.fsync = op_fsync;
   ops.read = op_read;
   ops.write = op_write;
