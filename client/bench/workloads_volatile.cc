@@ -1,0 +1,531 @@
+// workloads_volatile.cc: the volatile-range workloads - MARK/UNMARK latency
+// against native one-page anchors, its scaling with the number of ranges in a
+// file, and purges (explicit, clean and with dirty mapped pages, and the delay
+// of a watermark purge on a second, small instance).
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <volfs/file.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <stdexcept>
+#include <thread>
+
+#include "bench.h"
+#include "mount.h"
+
+namespace volbench {
+namespace {
+
+Row make_row(const std::string& workload, const std::string& metric, const std::string& unit,
+             Better better, Target target = {}) {
+  Row r;
+  r.workload = workload;
+  r.metric = metric;
+  r.unit = unit;
+  r.better = better;
+  r.target = target;
+  return r;
+}
+
+volfs::MarkOptions first_in_line() {
+  volfs::MarkOptions o;
+  o.priority = 0;  // purged before anything else on a shared mount
+  return o;
+}
+
+double micros(double seconds) { return seconds * 1e6; }
+
+void punch(int fd, uint64_t off, uint64_t len) {
+  check(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                    static_cast<off_t>(len)) == 0,
+        "fallocate(PUNCH_HOLE)");
+}
+
+std::string pow10_name(uint64_t n) {
+  int e = static_cast<int>(std::lround(std::log10(static_cast<double>(n))));
+  uint64_t p = 1;
+  for (int i = 0; i < e; ++i) p *= 10;
+  return p == n ? "10^" + std::to_string(e) : std::to_string(n);
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------
+// mark_unmark
+
+void run_mark_unmark(Env& env) {
+  const uint64_t ps = page_size();
+  constexpr uint64_t kPages = 256;
+  const uint64_t iters = env.cfg.latency_ops;
+  Buffer buf = pattern_buffer(ps);
+
+  std::string vpath = env.vdir + "/mark_unmark";
+  std::string bpath = env.bdir + "/mark_unmark";
+  create_written(vpath, kPages * ps);
+  {
+    volfs::File vf = volfs::File::open(vpath, O_RDWR);
+    Fd bfd = create_written(bpath, kPages * ps);
+    void* anon_p =
+        ::mmap(nullptr, kPages * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    check(anon_p != MAP_FAILED, "mmap anonymous");
+    char* anon = static_cast<char*>(anon_p);
+
+    const std::string w = "mark_unmark";
+    const Target at_most_15{Target::kVolfsAtMost, 15};
+    Row mark_med = make_row(w, "MARK 1 page, median", "us", Better::kLower, at_most_15);
+    Row mark_p99 = make_row(w, "MARK 1 page, p99", "us", Better::kLower);
+    Row unmark_med = make_row(w, "UNMARK 1 page, median", "us", Better::kLower, at_most_15);
+    Row unmark_p99 = make_row(w, "UNMARK 1 page, p99", "us", Better::kLower);
+    Row status_med = make_row(w, "GET_STATUS 1 page, median", "us", Better::kLower);
+    Row dontneed_med = make_row(w, "MADV_DONTNEED 1 page, med", "us", Better::kLower);
+    Row dontneed_p99 = make_row(w, "MADV_DONTNEED 1 page, p99", "us", Better::kLower);
+    Row free_med = make_row(w, "MADV_FREE 1 page, median", "us", Better::kLower);
+    Row free_p99 = make_row(w, "MADV_FREE 1 page, p99", "us", Better::kLower);
+    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99}) {
+      r->baseline_label = "punch 1 page (tmpfs)";
+    }
+    for (Row* r : {&dontneed_med, &dontneed_p99, &free_med, &free_p99}) {
+      r->baseline_label = "anonymous page";
+    }
+
+    for (int rep = 0; rep < env.cfg.reps; ++rep) {
+      std::vector<double> mk, um, st, pu, dn, fr;
+      for (uint64_t i = 0; i < iters; ++i) {
+        volfs::Range r{(i % kPages) * ps, ps};
+        double t0 = now_sec();
+        vf.mark_volatile(r);
+        double t1 = now_sec();
+        volfs::UnmarkResult res = vf.unmark(r);
+        double t2 = now_sec();
+        if (res.purged()) throw std::runtime_error("mark_unmark: a page was purged meanwhile");
+        mk.push_back(micros(t1 - t0));
+        um.push_back(micros(t2 - t1));
+      }
+      for (uint64_t i = 0; i < iters / 4; ++i) {
+        volfs::Range r{(i % kPages) * ps, ps};
+        double t0 = now_sec();
+        (void)vf.status(r);
+        st.push_back(micros(now_sec() - t0));
+      }
+      for (uint64_t i = 0; i < iters; ++i) {
+        uint64_t off = (i % kPages) * ps;
+        check(
+            ::pwrite(bfd.get(), buf.get(), ps, static_cast<off_t>(off)) == static_cast<ssize_t>(ps),
+            "pwrite");
+        double t0 = now_sec();
+        punch(bfd.get(), off, ps);
+        pu.push_back(micros(now_sec() - t0));
+      }
+      for (int advice : {MADV_DONTNEED, MADV_FREE}) {
+        auto& out = advice == MADV_DONTNEED ? dn : fr;
+        for (uint64_t i = 0; i < iters; ++i) {
+          char* page = anon + (i % kPages) * ps;
+          page[0] = static_cast<char>(i | 1);  // populate (and dirty) it again
+          double t0 = now_sec();
+          check(::madvise(page, ps, advice) == 0, "madvise");
+          out.push_back(micros(now_sec() - t0));
+        }
+      }
+      mark_med.volfs.v.push_back(percentile(mk, 0.5));
+      mark_p99.volfs.v.push_back(percentile(mk, 0.99));
+      unmark_med.volfs.v.push_back(percentile(um, 0.5));
+      unmark_p99.volfs.v.push_back(percentile(um, 0.99));
+      status_med.volfs.v.push_back(percentile(st, 0.5));
+      for (Row* r : {&mark_med, &unmark_med}) r->baseline.v.push_back(percentile(pu, 0.5));
+      for (Row* r : {&mark_p99, &unmark_p99}) r->baseline.v.push_back(percentile(pu, 0.99));
+      dontneed_med.baseline.v.push_back(percentile(dn, 0.5));
+      dontneed_p99.baseline.v.push_back(percentile(dn, 0.99));
+      free_med.baseline.v.push_back(percentile(fr, 0.5));
+      free_p99.baseline.v.push_back(percentile(fr, 0.99));
+    }
+    ::munmap(anon, kPages * ps);
+    mark_med.note = std::to_string(iters) +
+                    " MARK+UNMARK pairs of one resident page per rep (file of 256 pages); the "
+                    "tmpfs anchor re-writes the page (untimed) before each punch";
+    status_med.note = "a read-only ioctl of the same size: the FUSE round trip under MARK/UNMARK";
+    dontneed_med.note = "native anchors: the page is re-dirtied (untimed) before each madvise";
+    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99, &status_med, &dontneed_med,
+                   &dontneed_p99, &free_med, &free_p99}) {
+      env.report.add(*r);
+    }
+  }  // files closed
+  unlink_if_exists(vpath);
+  unlink_if_exists(bpath);
+}
+
+// ----------------------------------------------------------------------------
+// range_scaling
+
+void run_range_scaling(Env& env) {
+  const uint64_t ps = page_size();
+  std::vector<uint64_t> ns;
+  for (uint64_t n = 1000; n <= env.cfg.ranges_max; n *= 10) ns.push_back(n);
+  const uint64_t nmax = ns.back();
+  const uint64_t iters =
+      std::max<uint64_t>(200, std::min<uint64_t>(env.cfg.latency_ops / 10, 2000));
+  Buffer buf = pattern_buffer(ps);
+
+  std::string path = env.vdir + "/range_scaling";
+  Fd fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC);
+  check(::ftruncate(fd.get(), static_cast<off_t>((2 * nmax + 2) * ps)) == 0, "ftruncate");
+  volfs::File f = volfs::File::open(path, O_RDWR);
+  // A one-page file beside it: GET_STATUS on it is the bare FUSE round trip,
+  // timed between the pairs so that a change of machine load between the
+  // steps shows up there rather than as "scaling".
+  const std::string ref_path = env.vdir + "/range_scaling_ref";
+  create_written(ref_path, ps);
+  volfs::File ref = volfs::File::open(ref_path, O_RDWR);
+  const uint64_t rss0 = env.daemon_pid > 0 ? vm_rss_bytes(env.daemon_pid) : 0;
+
+  std::vector<Row> mark_rows, unmark_rows, trip_rows;
+  std::string build_note;
+  uint64_t marked = 0;
+  auto write_page = [&](uint64_t page) {
+    check(::pwrite(fd.get(), buf.get(), ps, static_cast<off_t>(page * ps)) ==
+              static_cast<ssize_t>(ps),
+          "pwrite");
+  };
+  for (uint64_t n : ns) {
+    // Ranges are pages 0, 2, 4, ...: each written (resident, so it has a
+    // purge-queue entry) and marked on its own, so no two merge.
+    double t_write = 0, t_mark = 0;
+    const uint64_t before = marked;
+    for (; marked < n; ++marked) {
+      double t0 = now_sec();
+      write_page(2 * marked);
+      double t1 = now_sec();
+      f.mark_volatile({2 * marked * ps, ps});
+      double t2 = now_sec();
+      t_write += t1 - t0;
+      t_mark += t2 - t1;
+      if (marked % 8192 == 8191) drop_page_cache(fd.get());  // keep the FUSE copies small
+    }
+    const double added = static_cast<double>(n - before);
+    drop_page_cache(fd.get());
+    volfs::RangeStatus st = f.status({0, 0});
+    if (st.volatile_pages != n) {
+      throw std::runtime_error("range_scaling: " + std::to_string(st.volatile_pages) +
+                               " volatile pages, expected " + std::to_string(n));
+    }
+    build_note += (build_note.empty() ? "" : "; ") + pow10_name(n) + ": pwrite " +
+                  fmt(micros(t_write / added), 3) + " us + MARK " + fmt(micros(t_mark / added), 3) +
+                  " us per range";
+    // The timed page: an unmarked, written page in the middle of the ranges.
+    const uint64_t mid = 2 * (n / 2) + 1;
+    write_page(mid);
+    Row mk = make_row("range_scaling", "MARK @" + pow10_name(n) + " ranges", "us", Better::kLower);
+    Row um =
+        make_row("range_scaling", "UNMARK @" + pow10_name(n) + " ranges", "us", Better::kLower);
+    Row rt =
+        make_row("range_scaling", "round trip @" + pow10_name(n) + " ranges", "us", Better::kLower);
+    for (int rep = 0; rep < env.cfg.reps; ++rep) {
+      std::vector<double> a, b, c;
+      for (uint64_t i = 0; i < iters; ++i) {
+        double t1 = now_sec();
+        f.mark_volatile({mid * ps, ps});
+        double t2 = now_sec();
+        volfs::UnmarkResult res = f.unmark({mid * ps, ps});
+        double t3 = now_sec();
+        (void)ref.status({0, ps});
+        double t4 = now_sec();
+        if (res.purged()) throw std::runtime_error("range_scaling: page purged meanwhile");
+        a.push_back(micros(t2 - t1));
+        b.push_back(micros(t3 - t2));
+        c.push_back(micros(t4 - t3));
+      }
+      mk.volfs.v.push_back(percentile(a, 0.5));
+      um.volfs.v.push_back(percentile(b, 0.5));
+      rt.volfs.v.push_back(percentile(c, 0.5));
+    }
+    mark_rows.push_back(mk);
+    unmark_rows.push_back(um);
+    trip_rows.push_back(rt);
+  }
+  const uint64_t rss1 = env.daemon_pid > 0 ? vm_rss_bytes(env.daemon_pid) : 0;
+
+  mark_rows.front().note = std::to_string(iters) +
+                           " MARK+UNMARK pairs of one page per rep, medians; ranges built by "
+                           "pwrite+MARK of every other page of a sparse file: " +
+                           build_note;
+  trip_rows.front().note =
+      "GET_STATUS of a one-page file, timed between the pairs: the FUSE "
+      "round trip at the time of each step";
+  for (auto* rows : {&mark_rows, &unmark_rows, &trip_rows}) {
+    for (const Row& r : *rows) env.report.add(r);
+  }
+  if (ns.size() > 1) {
+    for (auto* rows : {&mark_rows, &unmark_rows}) {
+      const Row& lo = rows->front();
+      const Row& hi = rows->back();
+      std::string op = rows == &mark_rows ? "MARK" : "UNMARK";
+      Row g = make_row("range_scaling",
+                       op + " " + pow10_name(ns.back()) + " / " + pow10_name(ns.front()), "x",
+                       Better::kLower, {Target::kVolfsAtMost, 2.0});
+      // The same growth with each step's cost taken net of its round trip.
+      Row net = make_row("range_scaling",
+                         op + " " + pow10_name(ns.back()) + " / " + pow10_name(ns.front()) + " net",
+                         "x", Better::kLower);
+      for (size_t i = 0; i < lo.volfs.v.size(); ++i) {
+        g.volfs.v.push_back(hi.volfs.v[i] / lo.volfs.v[i]);
+        net.volfs.v.push_back(hi.volfs.v[i] / trip_rows.back().volfs.v[i] /
+                              (lo.volfs.v[i] / trip_rows.front().volfs.v[i]));
+      }
+      g.note = "per-rep ratio of the medians; lower is better";
+      net.note = "the same, each step divided by its own round trip (removes load drift)";
+      env.report.add(g);
+      env.report.add(net);
+    }
+  }
+  if (env.daemon_pid > 0) {
+    Row mem = make_row("range_scaling", "daemon RSS per range", "bytes", Better::kLower);
+    mem.volfs.v.push_back(static_cast<double>(rss1 - std::min(rss0, rss1)) /
+                          static_cast<double>(nmax));
+    mem.note = "growth of the daemon's VmRSS over " + pow10_name(nmax) +
+               " ranges (page map, marks, purge queue), one sample";
+    env.report.add(mem);
+  }
+  unlink_if_exists(path);
+  unlink_if_exists(ref_path);
+}
+
+// ----------------------------------------------------------------------------
+// purge
+
+namespace {
+
+// A child process that maps a file MAP_SHARED and dirties every page, then
+// keeps the mapping until destroyed, so a purge meets dirty mapped pages.
+class Dirtier {
+ public:
+  Dirtier(const std::string& path, uint64_t size) {
+    int ready[2], go[2];
+    check(::pipe2(ready, O_CLOEXEC) == 0 && ::pipe2(go, O_CLOEXEC) == 0, "pipe");
+    const char* p = path.c_str();
+    const uint64_t ps = page_size();
+    pid_t parent = ::getpid();
+    pid_ = ::fork();
+    check(pid_ >= 0, "fork");
+    if (pid_ == 0) {
+      // Only async-signal-safe calls: the parent has other threads.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      ::close(ready[0]);
+      ::close(go[1]);
+      int fd = ::open(p, O_RDWR);
+      if (fd < 0) ::_exit(2);
+      void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (m == MAP_FAILED) ::_exit(3);
+      char* c = static_cast<char*>(m);
+      for (uint64_t off = 0; off < size; off += ps) c[off] = static_cast<char>(off / ps + 1);
+      char x = 'r';
+      if (::write(ready[1], &x, 1) != 1) ::_exit(4);
+      (void)!::read(go[0], &x, 1);
+      ::munmap(m, size);
+      ::_exit(0);
+    }
+    ::close(ready[1]);
+    ::close(go[0]);
+    go_ = go[1];
+    char x = 0;
+    ssize_t n = ::read(ready[0], &x, 1);
+    ::close(ready[0]);
+    if (n != 1) {
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = -1;
+      throw std::runtime_error("dirtying child failed, status " + std::to_string(status));
+    }
+  }
+  ~Dirtier() {
+    if (go_ >= 0) ::close(go_);  // EOF: the child unmaps and exits
+    if (pid_ > 0) {
+      int status = 0;
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  Dirtier(const Dirtier&) = delete;
+  Dirtier& operator=(const Dirtier&) = delete;
+
+ private:
+  pid_t pid_ = -1;
+  int go_ = -1;
+};
+
+// Waits (up to 5 s) until the daemon's store no longer holds more than
+// `bytes`: a deleted file is freed after the kernel's FORGET, asynchronously.
+void wait_store_at_most(const Env& env, uint64_t bytes) {
+  if (env.daemon_pid <= 0) return;
+  double deadline = now_sec() + 5;
+  while (memfd_bytes(env.daemon_pid) > bytes && now_sec() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+void purge_explicit(Env& env, bool dirty) {
+  const uint64_t size = env.cfg.size;
+  Row row = make_row("purge", dirty ? "1 range, dirty mapped" : "1 range, clean", "GB/s",
+                     Better::kHigher);
+  if (!dirty) row.target = {Target::kVolfsAtLeast, 2.0};
+  row.baseline_label = "punch file (tmpfs)";
+  uint64_t short_purges = 0, max_dirty = 0, min_dirty = UINT64_MAX, store_left = 0;
+  double dirty_setup = 0;
+  alternate(env.cfg.reps, [&](int side, int) {
+    std::string path = (side == 0 ? env.vdir : env.bdir) + "/purge";
+    const uint64_t store0 = side == 0 && env.daemon_pid > 0 ? memfd_bytes(env.daemon_pid) : 0;
+    Fd fd = create_written(path, size);
+    std::unique_ptr<Dirtier> dirtier;
+    if (side == 0) {
+      volfs::File f = volfs::File::open(path, O_RDWR);
+      f.mark_volatile({0, 0}, first_in_line());
+      if (dirty) {
+        double t = now_sec();
+        dirtier = std::make_unique<Dirtier>(path, size);
+        dirty_setup = std::max(dirty_setup, now_sec() - t);
+        uint64_t d = cache_state(fd.get(), size).dirty;
+        max_dirty = std::max(max_dirty, d);
+        min_dirty = std::min(min_dirty, d);
+      }
+      double t0 = now_sec();
+      uint64_t purged = f.purge(size);
+      double t1 = now_sec();
+      if (purged < size) ++short_purges;
+      if (env.daemon_pid > 0) {
+        uint64_t now = memfd_bytes(env.daemon_pid);
+        store_left = std::max(store_left, now - std::min(now, store0));
+      }
+      row.volfs.v.push_back(static_cast<double>(purged) / (t1 - t0) / 1e9);
+    } else {
+      if (dirty) dirtier = std::make_unique<Dirtier>(path, size);
+      double t0 = now_sec();
+      punch(fd.get(), 0, size);
+      double t1 = now_sec();
+      row.baseline.v.push_back(static_cast<double>(size) / (t1 - t0) / 1e9);
+    }
+    dirtier.reset();
+    fd = Fd();
+    unlink_if_exists(path);
+    if (side == 0) wait_store_at_most(env, store0);
+  });
+  std::string note = "VOLFS_IOC_PURGE of " + human_bytes(size) +
+                     " marked volatile in one MARK (answers once every mapping sees it) vs "
+                     "fallocate(PUNCH_HOLE) of the whole tmpfs file";
+  if (dirty) {
+    note += "; a child mapped the file and wrote every page first; FUSE pages dirty at purge: " +
+            std::to_string(min_dirty) + "-" + std::to_string(max_dirty) + " of " +
+            std::to_string(size / page_size()) + " (dirtying through the FUSE mapping took up to " +
+            fmt(dirty_setup, 3) + " s, untimed)";
+  } else {
+    note += "; the FUSE page cache holds clean copies from the write";
+  }
+  if (env.daemon_pid > 0) note += "; store left after purge: " + human_bytes(store_left);
+  if (short_purges) note += "; WARNING: " + std::to_string(short_purges) + " purges came up short";
+  row.note = note;
+  env.report.add(row);
+}
+
+// A second, small instance with watermarks: how long from the write that
+// crosses purge_high until the memory is back.
+void purge_pressure(Env& env) {
+  const uint64_t ps = page_size();
+  const uint64_t limit = env.cfg.size;
+  const uint64_t high = limit / 100 * 80, low = limit / 100 * 50;
+  const uint64_t vsize = limit / 100 * 70 / kMiB * kMiB;
+  std::string dir = make_temp_dir(env.scratch, "pressure");
+  std::string opts = "size=" + std::to_string(limit / kMiB) + "m,purge_high=80,purge_low=50";
+  PrivateMount m(env.daemon_bin, dir, opts);
+  Buffer buf = pattern_buffer(kChunk);
+
+  Row r_stats = make_row("purge", "pressure->stats at low wm", "ms", Better::kLower);
+  Row r_store = make_row("purge", "pressure->store freed", "ms", Better::kLower);
+  Row r_cache = make_row("purge", "pressure->page cache freed", "ms", Better::kLower);
+  int64_t avail_back_kib = 0;
+  uint64_t purged_pages = 0;
+  int timeouts = 0;
+  for (int rep = 0; rep < env.cfg.reps; ++rep) {
+    std::string vpath = m.mountpoint() + "/volatile", npath = m.mountpoint() + "/filler";
+    {
+      Fd vfd = create_written(vpath, vsize);
+      volfs::File vf = volfs::File::open(vpath, O_RDWR);
+      vf.mark_volatile({0, 0}, first_in_line());
+      volfs_stats s0 = vf.stats();
+      uint64_t stored = s0.resident_pages * ps;
+      uint64_t avail0 = meminfo_kib("MemAvailable");
+      Fd nfd = open_file(npath, O_RDWR | O_CREAT | O_TRUNC);
+      double t0 = 0;
+      for (uint64_t off = 0;; off += kChunk) {
+        double t = now_sec();
+        check(::pwrite(nfd.get(), buf.get(), kChunk, static_cast<off_t>(off)) ==
+                  static_cast<ssize_t>(kChunk),
+              "pwrite filler");
+        stored += kChunk;
+        if (stored > high) {
+          t0 = t;  // the write that crossed purge_high
+          break;
+        }
+      }
+      const uint64_t settle = low + kMiB;
+      double t_stats = -1, t_store = -1, t_cache = -1;
+      const double deadline = t0 + 10;
+      uint64_t purged = 0;
+      while ((t_stats < 0 || t_store < 0 || t_cache < 0) && now_sec() < deadline) {
+        volfs_stats s = vf.stats();
+        double t = now_sec();
+        purged = s.pages_purged_total - s0.pages_purged_total;
+        if (t_stats < 0 && s.resident_pages * ps <= settle) t_stats = t - t0;
+        if (t_store < 0 && memfd_bytes(m.pid()) <= settle) t_store = now_sec() - t0;
+        if (t_cache < 0 && purged > 0 &&
+            cache_state(vfd.get(), vsize).cached <= vsize / ps - std::min(vsize / ps, purged)) {
+          t_cache = now_sec() - t0;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+      if (t_stats < 0 || t_store < 0 || t_cache < 0) ++timeouts;
+      avail_back_kib =
+          static_cast<int64_t>(meminfo_kib("MemAvailable")) - static_cast<int64_t>(avail0);
+      purged_pages = purged;
+      if (t_stats >= 0) r_stats.volfs.v.push_back(t_stats * 1e3);
+      if (t_store >= 0) r_store.volfs.v.push_back(t_store * 1e3);
+      if (t_cache >= 0) r_cache.volfs.v.push_back(t_cache * 1e3);
+    }  // files closed
+    unlink_if_exists(vpath);
+    unlink_if_exists(npath);
+    double wait_until = now_sec() + 5;
+    while (memfd_bytes(m.pid()) > 0 && now_sec() < wait_until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  m.stop();
+  r_stats.note = "second instance -o " + opts + ": " + human_bytes(vsize) +
+                 " volatile, then 1 MiB writes past 80%; time from the crossing write until "
+                 "VOLFS_IOC_STATS shows <= 50%, the daemon's memfds hold <= 50%, and the "
+                 "FUSE page cache of the purged pages is gone; last rep purged " +
+                 human_bytes(purged_pages * ps) + ", MemAvailable then " +
+                 (avail_back_kib >= 0 ? "+" : "") + std::to_string(avail_back_kib / 1024) +
+                 " MiB vs before the filler (system-wide, noisy)";
+  if (timeouts) r_stats.note += "; WARNING: " + std::to_string(timeouts) + " reps timed out (10 s)";
+  env.report.add(r_stats);
+  env.report.add(r_store);
+  env.report.add(r_cache);
+}
+
+}  // namespace
+
+void run_purge(Env& env) {
+  purge_explicit(env, /*dirty=*/false);
+  purge_explicit(env, /*dirty=*/true);
+  if (::access(env.daemon_bin.c_str(), X_OK) != 0) {
+    env.report.skipped("purge pressure", "needs the volfs daemon next to volbench (" +
+                                             env.daemon_bin + ") for a second instance");
+    return;
+  }
+  purge_pressure(env);
+}
+
+}  // namespace volbench
