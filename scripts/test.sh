@@ -45,7 +45,7 @@ case "$mode" in
   asan)
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ;;
-  tsan) export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ;;
+  tsan) export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp" ;;
   valgrind)
     export VOLFS_DAEMON_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 --errors-for-leak-kinds=definite --track-fds=no -q" ;;

@@ -521,7 +521,11 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
 }
 
 Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const ReadReply& reply) {
-  Inode& i = *f.inode;
+  // Once the reply is sent the kernel may RELEASE the file and FORGET the
+  // inode on other threads, before this function has unlocked io_mu: so `f`
+  // is not touched after the reply, and this reference keeps the inode alive.
+  const std::shared_ptr<Inode> inode = f.inode;
+  Inode& i = *inode;
   if (!i.is_reg()) return Err{EINVAL};
   std::shared_lock io(i.io_mu);
   uint64_t len = 0;
