@@ -71,6 +71,10 @@ struct Row {
   std::string verdict() const;
 };
 
+// A row with its identity and comparison direction; figures come later.
+Row make_row(const std::string& workload, const std::string& metric, const std::string& unit,
+             Better better, Target target = {});
+
 class Report {
  public:
   void add(Row r) { rows_.push_back(std::move(r)); }

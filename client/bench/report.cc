@@ -191,4 +191,15 @@ bool Report::write_json(const std::string& path, const std::string& meta_json) c
   return static_cast<bool>(f);
 }
 
+Row make_row(const std::string& workload, const std::string& metric, const std::string& unit,
+             Better better, Target target) {
+  Row r;
+  r.workload = workload;
+  r.metric = metric;
+  r.unit = unit;
+  r.better = better;
+  r.target = target;
+  return r;
+}
+
 }  // namespace volbench

@@ -21,11 +21,7 @@ namespace volbench {
 namespace {
 
 Row make_row(const std::string& metric, const std::string& unit, Better better) {
-  Row r;
-  r.workload = "cache";
-  r.metric = metric;
-  r.unit = unit;
-  r.better = better;
+  Row r = make_row("cache", metric, unit, better);
   r.baseline_label = "file per key (tmpfs)";
   return r;
 }

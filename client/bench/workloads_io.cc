@@ -54,17 +54,6 @@ struct FilePair {
   }
 };
 
-Row make_row(const std::string& workload, const std::string& metric, const std::string& unit,
-             Better better, Target target = {}) {
-  Row r;
-  r.workload = workload;
-  r.metric = metric;
-  r.unit = unit;
-  r.better = better;
-  r.target = target;
-  return r;
-}
-
 Samples& side_samples(Row& r, int side) { return side == 0 ? r.volfs : r.baseline; }
 
 double gbps(uint64_t bytes, double seconds) { return static_cast<double>(bytes) / seconds / 1e9; }

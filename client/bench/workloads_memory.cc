@@ -17,12 +17,7 @@ namespace volbench {
 namespace {
 
 Row make_row(const std::string& metric, const std::string& unit, Better better) {
-  Row r;
-  r.workload = "memory";
-  r.metric = metric;
-  r.unit = unit;
-  r.better = better;
-  return r;
+  return make_row("memory", metric, unit, better);
 }
 
 // The system's view: page cache (Shmem included) and anonymous memory.

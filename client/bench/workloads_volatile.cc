@@ -22,17 +22,6 @@
 namespace volbench {
 namespace {
 
-Row make_row(const std::string& workload, const std::string& metric, const std::string& unit,
-             Better better, Target target = {}) {
-  Row r;
-  r.workload = workload;
-  r.metric = metric;
-  r.unit = unit;
-  r.better = better;
-  r.target = target;
-  return r;
-}
-
 volfs::MarkOptions first_in_line() {
   volfs::MarkOptions o;
   o.priority = 0;  // purged before anything else on a shared mount
