@@ -6,11 +6,14 @@
 
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "daemon.h"
+#include "readahead.h"
 
 namespace volfs {
 namespace {
@@ -40,6 +43,8 @@ void usage(const char* prog) {
       "    -o purge_high=P%%       purge volatile pages in the background when stored\n"
       "                           data exceeds P%% of size=, down to purge_low=\n"
       "    -o purge_low=Q%%        (default: purge_high minus 10)\n"
+      "    -o readahead=N         kernel read-ahead of the mount, with k/m suffix;\n"
+      "                           0 keeps the kernel's default (default 512k)\n"
       "    -o purge_on_mark       debug: purge every range as soon as it is marked\n"
       "\n",
       prog);
@@ -95,6 +100,12 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
     Result<uint64_t> r = parse_count(*v);
     if (!r.ok() || *r >= UINT32_MAX) return fail("gid", *v);
     cl.options.gid = static_cast<gid_t>(*r);
+    return 0;
+  }
+  if (auto v = value_of("readahead")) {
+    Result<uint64_t> r = parse_count(*v);
+    if (!r.ok()) return fail("readahead", *v);
+    cl.options.readahead_bytes = *r;
     return 0;
   }
   if (auto v = value_of("purge_high")) {
@@ -163,7 +174,8 @@ int run(int argc, char** argv) {
   std::unique_ptr<Daemon> daemon;
   fuse_session* se = nullptr;
   std::unique_ptr<FuseInvalidator> invalidator;
-  std::string mountpoint, source = "volfs";
+  std::optional<ReadaheadTuner> readahead;
+  std::string mountpoint, absolute_mountpoint, source = "volfs";
   if (opts.show_help) {
     usage(argv[0]);
     fuse_cmdline_help();
@@ -212,8 +224,16 @@ int run(int argc, char** argv) {
   }
   if (!se) goto out;  // libfuse printed which option it did not know
   if (fuse_set_signal_handlers(se) != 0) goto out_destroy;
+  // Resolved before mounting: afterwards a lookup of it would wait for us.
+  if (char* abs = realpath(mountpoint.c_str(), nullptr)) {
+    absolute_mountpoint = abs;
+    free(abs);
+  }
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) goto out_signals;
   fuse_daemonize(opts.foreground);
+  if (cl.options.readahead_bytes && !absolute_mountpoint.empty()) {
+    readahead.emplace(absolute_mountpoint, cl.options.readahead_bytes);
+  }
   invalidator = std::make_unique<FuseInvalidator>(se);
   daemon->fs.start(invalidator.get());
   if (opts.singlethread) {
@@ -239,6 +259,7 @@ int run(int argc, char** argv) {
   daemon->fs.stop();
   daemon->files.clear();
   fuse_session_unmount(se);
+  readahead.reset();  // its wait on the mount has ended by now
 out_signals:
   fuse_remove_signal_handlers(se);
 out_destroy:

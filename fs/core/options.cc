@@ -82,6 +82,9 @@ MountOptions default_mount_options(uint64_t ram_bytes, uint64_t page_size) {
 std::string validate(const MountOptions& o, uint64_t page_size) {
   if (o.size_bytes < page_size) return "size= must be at least one page";
   if (o.nr_inodes < 1) return "nr_inodes= must be at least 1";
+  if (o.readahead_bytes % 1024 || o.readahead_bytes > kMaxReadahead) {
+    return "readahead= must be a multiple of 1k and at most 64m";
+  }
   if (o.purge_low_pct && !o.purge_high_pct) return "purge_low= needs purge_high=";
   if (o.purge_high_pct && o.purge_low_pct >= o.purge_high_pct) {
     return "purge_low= must be below purge_high=";

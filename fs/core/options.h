@@ -22,7 +22,12 @@ struct MountOptions {
   unsigned purge_high_pct = 0;  // 0: no watermark purging
   unsigned purge_low_pct = 0;
   bool purge_on_mark = false;
+  // Kernel read-ahead of the mount (its bdi's read_ahead_kb); 0 keeps the
+  // kernel's default. See docs/benchmarks.md for why 512 KiB.
+  uint64_t readahead_bytes = 512 << 10;
 };
+
+inline constexpr uint64_t kMaxReadahead = 64ull << 20;
 
 // "1024", "64k", "1m", "2G", "1t" (powers of 1024), or "N%" of ram_bytes.
 // Result is in bytes; an error means malformed or overflowing.

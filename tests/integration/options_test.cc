@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -109,6 +112,40 @@ TEST(OptionsTest, NrInodesSetsFiles) {
   EXPECT_EQ(sv.f_files, 100u);
 }
 
+// The mount's read_ahead_kb once the daemon has set it (it does so right
+// after FUSE_INIT, on a thread of its own), or the last value seen.
+int settled_read_ahead_kb(const std::string& mountpoint, int want) {
+  struct stat st;
+  if (stat(mountpoint.c_str(), &st) != 0) return -1;
+  std::string path = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                     std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+  int kb = -1;
+  for (int i = 0; i < 500; ++i) {  // up to 5 s; normally at once
+    std::ifstream in(path);
+    if (in >> kb && kb == want) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return kb;
+}
+
+class ReadaheadTest : public ::testing::TestWithParam<std::pair<const char*, int>> {};
+
+// The INIT reply can only lower the kernel's 128 KiB read-ahead; the daemon
+// raises it afterwards (root only, as here).
+TEST_P(ReadaheadTest, SetsTheMountsReadAhead) {
+  if (geteuid() != 0) GTEST_SKIP() << "only root may write read_ahead_kb";
+  auto [options, kb] = GetParam();
+  VolfsMount m;
+  ASSERT_TRUE(m.start(options));
+  EXPECT_EQ(settled_read_ahead_kb(m.mountpoint(), kb), kb) << "-o " << options;
+}
+
+INSTANTIATE_TEST_SUITE_P(Options, ReadaheadTest,
+                         ::testing::Values(std::pair{"size=16m", 512},
+                                           std::pair{"size=16m,readahead=2m", 2048},
+                                           std::pair{"size=16m,readahead=64k", 64}),
+                         [](const auto& info) { return "kb" + std::to_string(info.param.second); });
+
 struct SizeCase {
   const char* option;
   uint64_t bytes;  // 0: computed from MemTotal by percent
@@ -180,7 +217,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BadOption{"bogus=1", "bogus"}, BadOption{"size=12q", "size"},
                       BadOption{"size=", "size"}, BadOption{"size=-5m", "size"},
                       BadOption{"nr_inodes=abc", "nr_inodes"}, BadOption{"mode=999", "mode"},
-                      BadOption{"uid=x", "uid"}, BadOption{"size=8m,frobnicate", "frobnicate"}),
+                      BadOption{"uid=x", "uid"}, BadOption{"size=8m,frobnicate", "frobnicate"},
+                      BadOption{"readahead=x", "readahead"},
+                      BadOption{"readahead=1000", "readahead"},
+                      BadOption{"readahead=65m", "readahead"}),
     [](const ::testing::TestParamInfo<BadOption>& info) {
       std::string name;
       for (const char* p = info.param.options; *p; ++p) {
