@@ -7,9 +7,12 @@
 #include <unistd.h>
 #include <volfs/file.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace volfs {
 namespace {
@@ -26,12 +29,54 @@ std::string describe(const std::filesystem::path& p, Range r) {
   return s;
 }
 
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x00004000U  // Linux 6.8
+#endif
+
+// The mount's never-reused id, from the kernel's cached attributes (no FUSE
+// request), or 0 before Linux 6.8.
+uint64_t unique_mount_id(int fd) {
+  struct statx stx {};
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID_UNIQUE, &stx) < 0) return 0;
+  return (stx.stx_mask & STATX_MNT_ID_UNIQUE) ? stx.stx_mnt_id : 0;
+}
+
+// Mounts this process has found to be volfs. A unique mount id is never
+// given to another mount, so a later open there can skip the two FUSE round
+// trips of the check (STATFS and the STATS ioctl).
+class KnownMounts {
+ public:
+  bool contains(uint64_t id) {
+    std::lock_guard lock(mu_);
+    return std::find(ids_.begin(), ids_.end(), id) != ids_.end();
+  }
+  void add(uint64_t id) {
+    std::lock_guard lock(mu_);
+    if (ids_.size() == kMax) ids_.erase(ids_.begin());
+    ids_.push_back(id);
+  }
+
+ private:
+  static constexpr size_t kMax = 16;
+  std::mutex mu_;
+  std::vector<uint64_t> ids_;
+};
+
+KnownMounts& known_mounts() {
+  static KnownMounts* k = new KnownMounts;  // never destroyed: usable at exit
+  return *k;
+}
+
 // True if fd is on a volfs mount: a FUSE filesystem that answers STATS.
 bool on_volfs(int fd) {
+  const uint64_t mount_id = unique_mount_id(fd);
+  if (mount_id && known_mounts().contains(mount_id)) return true;
   struct statfs sfs {};
   if (fstatfs(fd, &sfs) < 0 || sfs.f_type != kFuseSuperMagic) return false;
   volfs_stats s{};
-  return ioctl(fd, VOLFS_IOC_STATS, &s) == 0 && s.version >= 1;
+  if (ioctl(fd, VOLFS_IOC_STATS, &s) != 0 || s.version < 1) return false;
+  if (mount_id) known_mounts().add(mount_id);
+  return true;
 }
 
 [[noreturn]] void not_volfs(const std::filesystem::path& path) {
