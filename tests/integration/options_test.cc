@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -110,6 +111,26 @@ TEST(OptionsTest, NrInodesSetsFiles) {
   struct statvfs sv;
   ASSERT_EQ(statvfs(m.mountpoint().c_str(), &sv), 0);
   EXPECT_EQ(sv.f_files, 100u);
+}
+
+TEST(OptionsTest, NoxattrTurnsExtendedAttributesOff) {
+  VolfsMount m;
+  ASSERT_TRUE(m.start("size=16m,noxattr"));
+  const std::string f = m.path("f");
+  ASSERT_TRUE(write_file(f, "data"));
+  char buf[16];
+  errno = 0;
+  EXPECT_EQ(setxattr(f.c_str(), "user.k", "v", 1, 0), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  errno = 0;
+  EXPECT_EQ(getxattr(f.c_str(), "user.k", buf, sizeof buf), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  errno = 0;
+  EXPECT_EQ(listxattr(f.c_str(), buf, sizeof buf), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  // Writes are unaffected (and no longer ask for security.capability).
+  ASSERT_TRUE(write_file(f, "more data"));
+  EXPECT_EQ(read_file(f), "more data");
 }
 
 // The mount's read_ahead_kb once the daemon has set it (it does so right
