@@ -4,6 +4,9 @@
 #include <volfs/volfs.h>
 
 #include <cstring>
+#include <memory>
+#include <span>
+#include <vector>
 
 #include "daemon.h"
 
@@ -26,6 +29,42 @@ bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& ou
 template <class T>
 void reply_struct(fuse_req_t req, const T& v) {
   fuse_reply_ioctl(req, 0, &v, sizeof(v));
+}
+
+// VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH.
+void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const void* in_buf, size_t in_size,
+           size_t out_size) {
+  // Shared: the reply may be sent later, from the purge worker.
+  auto b = std::make_shared<volfs_range_batch>();
+  if (!decode(in_buf, in_size, out_size, cmd, *b) || b->count == 0 || b->count > VOLFS_BATCH_MAX ||
+      b->reserved[0] || b->reserved[1] || b->reserved[2]) {
+    return (void)fuse_reply_err(req, EINVAL);
+  }
+  std::span<volfs_range> ranges(b->ranges, b->count);
+  Daemon& d = daemon_of(req);
+  if (cmd == VOLFS_IOC_MARK_BATCH) {
+    std::vector<Filesystem::MarkRequest> marks;
+    marks.reserve(ranges.size());
+    for (const volfs_range& r : ranges) marks.push_back({ByteRange{r.offset, r.length}, r.flags});
+    d.fs.mark_batch(f, marks, [req, b](Status s) {
+      if (!s.ok()) return (void)fuse_reply_err(req, s.err());
+      reply_struct(req, *b);
+    });
+    return;
+  }
+  std::vector<ByteRange> unmarks;
+  unmarks.reserve(ranges.size());
+  for (const volfs_range& r : ranges) {
+    if (r.flags != 0) return (void)fuse_reply_err(req, EINVAL);
+    unmarks.push_back(ByteRange{r.offset, r.length});
+  }
+  d.fs.unmark_batch(f, unmarks, [req, b](Result<std::vector<bool>> purged) {
+    if (!purged.ok()) return (void)fuse_reply_err(req, purged.err());
+    for (size_t k = 0; k < purged->size(); ++k) {
+      b->ranges[k].result = (*purged)[k] ? VOLFS_PURGED : VOLFS_INTACT;
+    }
+    reply_struct(req, *b);
+  });
 }
 
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info* fi,
@@ -71,7 +110,8 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
     // The rest are per-file and need a regular file opened by open(2).
     if (_IOC_TYPE(cmd) != VOLFS_IOC_MAGIC ||
         (cmd != VOLFS_IOC_MARK_VOLATILE && cmd != VOLFS_IOC_UNMARK_VOLATILE &&
-         cmd != VOLFS_IOC_GET_STATUS)) {
+         cmd != VOLFS_IOC_GET_STATUS && cmd != VOLFS_IOC_MARK_BATCH &&
+         cmd != VOLFS_IOC_UNMARK_BATCH)) {
       return (void)fuse_reply_err(req, ENOTTY);
     }
     if ((flags & FUSE_IOCTL_DIR) || fi->fh == 0) return (void)fuse_reply_err(req, ENOTTY);
@@ -88,6 +128,9 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       st.resident_pages = r->resident_pages;
       st.strict_pages = r->strict_pages;
       return reply_struct(req, st);
+    }
+    if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
+      return batch(req, f, cmd, in_buf, in_size, out_size);
     }
     volfs_range range{};
     if (!decode(in_buf, in_size, out_size, cmd, range)) return (void)fuse_reply_err(req, EINVAL);

@@ -72,11 +72,13 @@ void run_mark_unmark(Env& env) {
     Row unmark_med = make_row(w, "UNMARK 1 page, median", "us", Better::kLower, at_most_15);
     Row unmark_p99 = make_row(w, "UNMARK 1 page, p99", "us", Better::kLower);
     Row status_med = make_row(w, "GET_STATUS 1 page, median", "us", Better::kLower);
+    Row bmark_med = make_row(w, "MARK x64 batch, per range", "us", Better::kLower);
+    Row bunmark_med = make_row(w, "UNMARK x64 batch, per rng", "us", Better::kLower);
     Row dontneed_med = make_row(w, "MADV_DONTNEED 1 page, med", "us", Better::kLower);
     Row dontneed_p99 = make_row(w, "MADV_DONTNEED 1 page, p99", "us", Better::kLower);
     Row free_med = make_row(w, "MADV_FREE 1 page, median", "us", Better::kLower);
     Row free_p99 = make_row(w, "MADV_FREE 1 page, p99", "us", Better::kLower);
-    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99}) {
+    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99, &bmark_med, &bunmark_med}) {
       r->baseline_label = "punch 1 page (tmpfs)";
     }
     for (Row* r : {&dontneed_med, &dontneed_p99, &free_med, &free_p99}) {
@@ -84,7 +86,7 @@ void run_mark_unmark(Env& env) {
     }
 
     for (int rep = 0; rep < env.cfg.reps; ++rep) {
-      std::vector<double> mk, um, st, pu, dn, fr;
+      std::vector<double> mk, um, st, pu, dn, fr, bmk, bum;
       for (uint64_t i = 0; i < iters; ++i) {
         volfs::Range r{(i % kPages) * ps, ps};
         double t0 = now_sec();
@@ -101,6 +103,21 @@ void run_mark_unmark(Env& env) {
         double t0 = now_sec();
         (void)vf.status(r);
         st.push_back(micros(now_sec() - t0));
+      }
+      // Every other page of the first half, in one call each way.
+      std::vector<volfs::Range> batch;
+      for (uint64_t k = 0; k < VOLFS_BATCH_MAX; ++k) batch.push_back({2 * k * ps, ps});
+      for (uint64_t i = 0; i < iters / 16; ++i) {
+        double t0 = now_sec();
+        vf.mark_volatile_ranges(batch);
+        double t1 = now_sec();
+        std::vector<volfs::UnmarkResult> res = vf.unmark_ranges(batch);
+        double t2 = now_sec();
+        for (const volfs::UnmarkResult& x : res) {
+          if (x.purged()) throw std::runtime_error("mark_unmark: a page was purged meanwhile");
+        }
+        bmk.push_back(micros(t1 - t0) / VOLFS_BATCH_MAX);
+        bum.push_back(micros(t2 - t1) / VOLFS_BATCH_MAX);
       }
       for (uint64_t i = 0; i < iters; ++i) {
         uint64_t off = (i % kPages) * ps;
@@ -126,7 +143,11 @@ void run_mark_unmark(Env& env) {
       unmark_med.volfs.v.push_back(percentile(um, 0.5));
       unmark_p99.volfs.v.push_back(percentile(um, 0.99));
       status_med.volfs.v.push_back(percentile(st, 0.5));
-      for (Row* r : {&mark_med, &unmark_med}) r->baseline.v.push_back(percentile(pu, 0.5));
+      bmark_med.volfs.v.push_back(percentile(bmk, 0.5));
+      bunmark_med.volfs.v.push_back(percentile(bum, 0.5));
+      for (Row* r : {&mark_med, &unmark_med, &bmark_med, &bunmark_med}) {
+        r->baseline.v.push_back(percentile(pu, 0.5));
+      }
       for (Row* r : {&mark_p99, &unmark_p99}) r->baseline.v.push_back(percentile(pu, 0.99));
       dontneed_med.baseline.v.push_back(percentile(dn, 0.5));
       dontneed_p99.baseline.v.push_back(percentile(dn, 0.99));
@@ -138,9 +159,12 @@ void run_mark_unmark(Env& env) {
                     " MARK+UNMARK pairs of one resident page per rep (file of 256 pages); the "
                     "tmpfs anchor re-writes the page (untimed) before each punch";
     status_med.note = "a read-only ioctl of the same size: the FUSE round trip under MARK/UNMARK";
+    bmark_med.note =
+        "VOLFS_IOC_MARK_BATCH / _UNMARK_BATCH of 64 one-page ranges (every other "
+        "page), one call each; the call's time divided by 64";
     dontneed_med.note = "native anchors: the page is re-dirtied (untimed) before each madvise";
-    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99, &status_med, &dontneed_med,
-                   &dontneed_p99, &free_med, &free_p99}) {
+    for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99, &status_med, &bmark_med,
+                   &bunmark_med, &dontneed_med, &dontneed_p99, &free_med, &free_p99}) {
       env.report.add(*r);
     }
   }  // files closed

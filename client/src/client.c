@@ -17,6 +17,31 @@ int volfs_unmark(int fd, uint64_t offset, uint64_t length, int* purged) {
   return 0;
 }
 
+/* Copies ranges into a batch for `cmd`; NULL with errno EINVAL for a bad count. */
+static int send_batch(int fd, unsigned long cmd, struct volfs_range_batch* b,
+                      const struct volfs_range* ranges, uint32_t count) {
+  if (count == 0 || count > VOLFS_BATCH_MAX) {
+    errno = EINVAL;
+    return -1;
+  }
+  memset(b, 0, sizeof(*b));
+  b->count = count;
+  memcpy(b->ranges, ranges, count * sizeof(*ranges));
+  return ioctl(fd, cmd, b) < 0 ? -1 : 0;
+}
+
+int volfs_mark_batch(int fd, const struct volfs_range* ranges, uint32_t count) {
+  struct volfs_range_batch b;
+  return send_batch(fd, VOLFS_IOC_MARK_BATCH, &b, ranges, count);
+}
+
+int volfs_unmark_batch(int fd, struct volfs_range* ranges, uint32_t count) {
+  struct volfs_range_batch b;
+  if (send_batch(fd, VOLFS_IOC_UNMARK_BATCH, &b, ranges, count) < 0) return -1;
+  for (uint32_t k = 0; k < count; ++k) ranges[k].result = b.ranges[k].result;
+  return 0;
+}
+
 int volfs_get_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out) {
   memset(out, 0, sizeof(*out));
   out->offset = offset;

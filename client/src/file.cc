@@ -183,14 +183,18 @@ Mapping File::map(uint64_t offset, uint64_t length, int prot) const {
   return Mapping(p, length);
 }
 
-void File::mark_volatile(Range r, MarkOptions o) {
+uint32_t File::mark_flags(MarkOptions o, Range r) const {
   if (o.priority < 0 || o.priority > 7) {
     errno = EINVAL;
     fail("mark_volatile (priority not in 0..7)", r);
   }
   uint32_t flags = VOLFS_MARK_PRIORITY(static_cast<uint32_t>(o.priority));
   if (o.strict) flags |= VOLFS_MARK_STRICT;
-  volfs_range vr{r.offset, r.length, flags, 0};
+  return flags;
+}
+
+void File::mark_volatile(Range r, MarkOptions o) {
+  volfs_range vr{r.offset, r.length, mark_flags(o, r), 0};
   if (::ioctl(fd_, VOLFS_IOC_MARK_VOLATILE, &vr) < 0) fail("mark_volatile", r);
 }
 
@@ -198,6 +202,51 @@ UnmarkResult File::unmark(Range r) {
   volfs_range vr{r.offset, r.length, 0, 0};
   if (::ioctl(fd_, VOLFS_IOC_UNMARK_VOLATILE, &vr) < 0) fail("unmark", r);
   return UnmarkResult(vr.result == VOLFS_PURGED);
+}
+
+namespace {
+
+// Sends `ranges` VOLFS_BATCH_MAX at a time with `cmd`; after each batch,
+// got(batch) sees the daemon's answer. Returns the first range of a failed
+// batch, with errno set, or nullptr.
+template <class Got>
+const Range* send_batches(int fd, unsigned long cmd, std::span<const Range> ranges, uint32_t flags,
+                          Got got) {
+  for (size_t at = 0; at < ranges.size(); at += VOLFS_BATCH_MAX) {
+    volfs_range_batch b{};
+    b.count = static_cast<uint32_t>(std::min<size_t>(VOLFS_BATCH_MAX, ranges.size() - at));
+    for (uint32_t k = 0; k < b.count; ++k) {
+      b.ranges[k] = volfs_range{ranges[at + k].offset, ranges[at + k].length, flags, 0};
+    }
+    if (::ioctl(fd, cmd, &b) < 0) return &ranges[at];
+    got(b);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void File::mark_volatile_ranges(std::span<const Range> ranges, MarkOptions o) {
+  if (ranges.empty()) return;
+  const uint32_t flags = mark_flags(o, ranges.front());
+  if (const Range* bad =
+          send_batches(fd_, VOLFS_IOC_MARK_BATCH, ranges, flags, [](const volfs_range_batch&) {})) {
+    fail("mark_volatile_ranges (batch starting at)", *bad);
+  }
+}
+
+std::vector<UnmarkResult> File::unmark_ranges(std::span<const Range> ranges) {
+  std::vector<UnmarkResult> out;
+  out.reserve(ranges.size());
+  if (const Range* bad =
+          send_batches(fd_, VOLFS_IOC_UNMARK_BATCH, ranges, 0, [&](const volfs_range_batch& b) {
+            for (uint32_t k = 0; k < b.count; ++k) {
+              out.emplace_back(b.ranges[k].result == VOLFS_PURGED);
+            }
+          })) {
+    fail("unmark_ranges (batch starting at)", *bad);
+  }
+  return out;
 }
 
 RangeStatus File::status(Range r) const {

@@ -189,9 +189,19 @@ class Filesystem {
   // that overlaps the range has finished), exactly once.
   using MarkDone = std::function<void(Status)>;
   using UnmarkDone = std::function<void(Result<bool> purged)>;
+  using UnmarkBatchDone = std::function<void(Result<std::vector<bool>> purged)>;
   using PurgeDone = std::function<void(uint64_t bytes)>;
+  struct MarkRequest {
+    ByteRange range;
+    uint32_t flags = 0;  // VOLFS_MARK_*
+  };
   void mark(const OpenFile& f, ByteRange r, uint32_t flags, MarkDone done);
   void unmark(const OpenFile& f, ByteRange r, UnmarkDone done);
+  // Batches: every range is checked before any is applied (one bad range:
+  // its error, and nothing changed), then they are applied in order, as that
+  // many single calls would be.
+  void mark_batch(const OpenFile& f, const std::vector<MarkRequest>& ranges, MarkDone done);
+  void unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges, UnmarkBatchDone done);
   Result<RangeStatus> range_status(const OpenFile& f, ByteRange r);
   AccountingSnapshot stats() const { return acc_.snapshot(); }
   // Purges up to max_bytes in purge order; done(bytes purged) after every
@@ -211,8 +221,10 @@ class Filesystem {
 
   struct UnmarkJob {
     std::shared_ptr<Inode> inode;
-    PageRange range;
-    UnmarkDone done;
+    std::vector<PageRange> ranges;
+    size_t next = 0;           // ranges before it are unmarked
+    std::vector<bool> purged;  // one answer per range unmarked
+    UnmarkBatchDone done;
   };
   void try_unmark(std::shared_ptr<UnmarkJob> job);
 

@@ -262,6 +262,61 @@ TEST(FilesystemTest, UnmarkDuringPurgeWaitsAndWritesAfterItAreKept) {
   EXPECT_EQ(read_all(fx.fs, *f, 0, kPage), data);
 }
 
+TEST(FilesystemTest, MarkBatchIsAllOrNothing) {
+  Fixture fx;
+  auto f = fx.create("a", 4);
+  auto err = std::make_shared<std::atomic<int>>(-1);
+  // The third range reaches past the end of the file.
+  fx.fs.mark_batch(*f,
+                   {{ByteRange{0, kPage}, 0},
+                    {ByteRange{kPage, kPage}, VOLFS_MARK_STRICT},
+                    {ByteRange{3 * kPage, 2 * kPage}, 0}},
+                   [err](Status st) { *err = st.err(); });
+  EXPECT_EQ(wait_for(err, -1), EINVAL);
+  EXPECT_EQ(fx.fs.stats().volatile_pages, 0u);
+  *err = -1;
+  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, 0}, {ByteRange{kPage, kPage}, 0x80000000u}},
+                   [err](Status st) { *err = st.err(); });
+  EXPECT_EQ(wait_for(err, -1), EINVAL) << "an unknown flag in any range";
+  EXPECT_EQ(fx.fs.stats().volatile_pages, 0u);
+  *err = -1;
+  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, 0}, {ByteRange{2 * kPage, 2 * kPage}, 0}},
+                   [err](Status st) { *err = st.err(); });
+  EXPECT_EQ(wait_for(err, -1), 0);
+  EXPECT_EQ(fx.fs.stats().volatile_pages, 3u);
+}
+
+TEST(FilesystemTest, UnmarkBatchAnswersInOrderAndWaitsOnlyFromTheBusyRange) {
+  Fixture fx;
+  KernelLikeInvalidator inval(fx.fs);
+  fx.fs.start(&inval);
+  auto f = fx.create("a", 4);
+  ASSERT_TRUE(mark(fx.fs, *f, 0, kPage).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, VOLFS_MARK_PRIORITY(0)).ok());
+  auto answer = std::make_shared<std::atomic<int>>(-EINPROGRESS);  // bit k: range k purged
+  bool first = true;
+  inval.during = [&] {
+    if (!first) return;
+    first = false;
+    // Page 2 is being purged: the batch unmarks page 0 and then waits.
+    fx.fs.unmark_batch(*f, {ByteRange{0, kPage}, ByteRange{2 * kPage, kPage}},
+                       [answer](Result<std::vector<bool>> r) {
+                         if (!r.ok()) return void(*answer = -r.err());
+                         int bits = 0;
+                         for (size_t k = 0; k < r->size(); ++k) bits |= int{(*r)[k]} << k;
+                         *answer = bits | int(r->size()) << 8;
+                       });
+    EXPECT_EQ(answer->load(), -EINPROGRESS);
+    Result<RangeStatus> st = fx.fs.range_status(*f, ByteRange{0, kPage});
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->nonvolatile_pages, 1u) << "ranges before the busy one are applied in order";
+  };
+  EXPECT_EQ(purge(fx.fs, kPage), kPage);
+  fx.fs.stop();
+  EXPECT_EQ(answer->load(), 0b10 | 2 << 8) << "page 0 intact, page 2 purged";
+  EXPECT_EQ(fx.fs.stats().volatile_pages, 0u);
+}
+
 TEST(FilesystemTest, StrictPurgedPagesFailWithEioUntilUnmarked) {
   Fixture fx;
   auto f = fx.create("a", 3);

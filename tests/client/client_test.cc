@@ -363,5 +363,52 @@ TEST_F(ClientTest, CApiOnVolfs) {
   close(dir);
 }
 
+TEST_F(ClientTest, CApiBatches) {
+  File f = make_file("f", 4);
+  int fd = f.fd();
+  struct volfs_range r[3] = {{0, kPage, VOLFS_MARK_PRIORITY(0), 0},
+                             {kPage, kPage, 0, 0},
+                             {3 * kPage, kPage, VOLFS_MARK_STRICT, 0}};
+  ASSERT_EQ(volfs_mark_batch(fd, r, 3), 0);
+  EXPECT_EQ(f.status().volatile_pages, 3u);
+  EXPECT_EQ(f.status().strict_pages, 1u);
+  ASSERT_EQ(f.purge(kPage), kPage);  // priority 0 first: page 0
+  for (auto& x : r) x.flags = 0;
+  ASSERT_EQ(volfs_unmark_batch(fd, r, 3), 0);
+  EXPECT_EQ(r[0].result, VOLFS_PURGED);
+  EXPECT_EQ(r[1].result, VOLFS_INTACT);
+  EXPECT_EQ(r[2].result, VOLFS_INTACT);
+  EXPECT_EQ(f.status().volatile_pages, 0u);
+  errno = 0;
+  EXPECT_EQ(volfs_mark_batch(fd, r, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(volfs_unmark_batch(fd, r, VOLFS_BATCH_MAX + 1), -1);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+// More ranges than one batch holds: the C++ calls split them.
+TEST_F(ClientTest, RangeListsOfAnyLength) {
+  constexpr uint64_t kPages = 2 * VOLFS_BATCH_MAX + 10;
+  File f = make_file("f", kPages);
+  std::vector<Range> ranges;
+  for (uint64_t p = 0; p < kPages; p += 2) ranges.push_back({p * kPage, kPage});
+  f.mark_volatile_ranges(ranges, MarkOptions{.priority = 3});
+  EXPECT_EQ(f.status().volatile_pages, ranges.size());
+  // Purge only the first marked page (every range has the same priority;
+  // the first one marked is the oldest).
+  ASSERT_EQ(f.purge(kPage), kPage);
+  std::vector<UnmarkResult> got = f.unmark_ranges(ranges);
+  ASSERT_EQ(got.size(), ranges.size());
+  EXPECT_TRUE(got[0].purged());
+  for (size_t k = 1; k < got.size(); ++k) EXPECT_TRUE(got[k].intact()) << k;
+  EXPECT_EQ(f.status().volatile_pages, 0u);
+  // A bad range names the batch it is in.
+  ranges.push_back({kPages * kPage, kPage});  // past the end
+  std::string what = expect_system_error(EINVAL, [&] { f.mark_volatile_ranges(ranges); });
+  EXPECT_NE(what.find("mark_volatile_ranges"), std::string::npos) << what;
+  EXPECT_NE(what.find(f.path().string()), std::string::npos) << what;
+}
+
 }  // namespace
 }  // namespace volfs

@@ -1057,6 +1057,89 @@ TEST_F(VolatileTest, PurgeOrderCoversEveryPriorityAndTheDefault) {
   }
 }
 
+// A batch of {offset, length, flags} ranges.
+volfs_range_batch batch_of(std::initializer_list<volfs_range> ranges) {
+  volfs_range_batch b{};
+  for (const volfs_range& r : ranges) b.ranges[b.count++] = r;
+  return b;
+}
+
+TEST_F(VolatileTest, BatchesMarkAndUnmarkManyRangesInOneCall) {
+  make_file("f", 8, 1);
+  UniqueFd fd(open(P("f").c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  // Pages 0, 2, 4 and 6; page 2 at priority 0, so that a one-page purge
+  // takes it; page 4 strict.
+  volfs_range_batch b = batch_of({{0, kPage, 0, 0},
+                                  {2 * kPage, kPage, VOLFS_MARK_PRIORITY(0), 0},
+                                  {4 * kPage, kPage, VOLFS_MARK_STRICT, 0},
+                                  {6 * kPage, kPage, 0, 0}});
+  ASSERT_EQ(ioctl(fd.get(), VOLFS_IOC_MARK_BATCH, &b), 0) << strerror(errno);
+  EXPECT_TRUE(
+      status_match(status("f"), {.nonvolatile = 4, .volatile_ = 4, .resident = 8, .strict = 1}));
+  EXPECT_EQ(purge_in_child(mount_.mountpoint(), kPage), static_cast<int64_t>(kPage));
+
+  b = batch_of({{0, kPage, 0, 0},
+                {2 * kPage, kPage, 0, 0},
+                {4 * kPage, kPage, 0, 0},
+                {6 * kPage, kPage, 0, 0}});
+  for (uint32_t k = 0; k < b.count; ++k) b.ranges[k].result = 99;  // must be overwritten
+  ASSERT_EQ(ioctl(fd.get(), VOLFS_IOC_UNMARK_BATCH, &b), 0) << strerror(errno);
+  EXPECT_EQ(b.ranges[0].result, VOLFS_INTACT);
+  EXPECT_EQ(b.ranges[1].result, VOLFS_PURGED);
+  EXPECT_EQ(b.ranges[2].result, VOLFS_INTACT);
+  EXPECT_EQ(b.ranges[3].result, VOLFS_INTACT);
+  EXPECT_TRUE(status_match(status("f"), {.nonvolatile = 8, .resident = 7}));
+  EXPECT_TRUE(
+      pages_are(P("f"), 0, pattern_pages(1, 0, 2) + zero_pages(1) + pattern_pages(1, 3, 5)));
+  EXPECT_TRUE(stats_match(stats(), {.volatile_pages = 0,
+                                    .pages_purged_total = 1,
+                                    .unmark_purged_total = 1,
+                                    .unmark_intact_total = 3}));
+}
+
+TEST_F(VolatileTest, ABadRangeOrHeaderFailsTheWholeBatchAndChangesNothing) {
+  make_file("f", 4, 1);
+  UniqueFd fd(open(P("f").c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  auto call = [&](unsigned long cmd, volfs_range_batch b) {
+    errno = 0;
+    return ioctl(fd.get(), cmd, &b) == 0 ? 0 : -errno;
+  };
+  const volfs_range ok0{0, kPage, 0, 0}, ok1{kPage, kPage, 0, 0};
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, batch_of({ok0, ok1, {3 * kPage, 2 * kPage, 0, 0}})), -EINVAL)
+      << "past the end of the file";
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, batch_of({ok0, {2 * kPage + 1, kPage, 0, 0}})), -EINVAL)
+      << "misaligned";
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, batch_of({ok0, {kPage, kPage, 0x10000u, 0}})), -EINVAL)
+      << "unknown flag";
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, batch_of({})), -EINVAL) << "count 0";
+  volfs_range_batch too_many = batch_of({ok0});
+  too_many.count = VOLFS_BATCH_MAX + 1;
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, too_many), -EINVAL) << "count over VOLFS_BATCH_MAX";
+  volfs_range_batch reserved = batch_of({ok0});
+  reserved.reserved[2] = 1;
+  EXPECT_EQ(call(VOLFS_IOC_MARK_BATCH, reserved), -EINVAL) << "reserved not zero";
+  EXPECT_TRUE(status_match(status("f"), {.nonvolatile = 4, .resident = 4}));
+
+  ASSERT_EQ(call(VOLFS_IOC_MARK_BATCH, batch_of({ok0, ok1})), 0);
+  EXPECT_EQ(call(VOLFS_IOC_UNMARK_BATCH, batch_of({ok0, {kPage, kPage, VOLFS_MARK_STRICT, 0}})),
+            -EINVAL)
+      << "flags on unmark";
+  EXPECT_EQ(call(VOLFS_IOC_UNMARK_BATCH, batch_of({ok0, {kPage + 1, kPage, 0, 0}})), -EINVAL)
+      << "misaligned";
+  EXPECT_TRUE(status_match(status("f"), {.nonvolatile = 2, .volatile_ = 2, .resident = 4}))
+      << "a failed unmark batch unmarks nothing";
+
+  UniqueFd ro(open(P("f").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(ro.ok());
+  volfs_range_batch b = batch_of({ok0});
+  EXPECT_EQ(ioctl(ro.get(), VOLFS_IOC_MARK_BATCH, &b), -1);
+  EXPECT_EQ(errno, EBADF);
+  EXPECT_EQ(ioctl(ro.get(), VOLFS_IOC_UNMARK_BATCH, &b), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
 TEST_F(VolatileTest, PurgeTakesUpToTheBytesAskedAndNeverNonVolatilePages) {
   make_file("v", 4, 1);
   make_file("nv", 4, 2);

@@ -83,6 +83,16 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_purge, purged) == 8, "volfs_purge.purg
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_purge, reserved) == 16, "volfs_purge.reserved");
 VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_purge*)0)->reserved) == 16, "volfs_purge.reserved size");
 
+/* struct volfs_range_batch: 16 + 64 * 24 = 1552 bytes. */
+VOLFS_LAYOUT_ASSERT(VOLFS_BATCH_MAX == 64u, "VOLFS_BATCH_MAX");
+VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, count) == 0, "volfs_range_batch.count");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, reserved) == 4,
+                    "volfs_range_batch.reserved");
+VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_range_batch*)0)->reserved) == 12,
+                    "volfs_range_batch.reserved size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, ranges) == 16, "volfs_range_batch.ranges");
+
 /* Command numbers: _IOC(dir, 'V' = 0x56, nr, size) = dir << 30 | size << 16 |
  * 0x56 << 8 | nr, with dir 3 for _IOWR and 2 for _IOR (asm-generic, which
  * x86 and x86-64 share). The size is part of the number, so a layout that
@@ -92,6 +102,8 @@ VOLFS_LAYOUT_ASSERT(VOLFS_IOC_UNMARK_VOLATILE == 0xC0185602u, "VOLFS_IOC_UNMARK_
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_GET_STATUS == 0xC0505603u, "VOLFS_IOC_GET_STATUS");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_STATS == 0x80A85604u, "VOLFS_IOC_STATS");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_PURGE == 0xC0205605u, "VOLFS_IOC_PURGE");
+VOLFS_LAYOUT_ASSERT(VOLFS_IOC_MARK_BATCH == 0xC6105606u, "VOLFS_IOC_MARK_BATCH");
+VOLFS_LAYOUT_ASSERT(VOLFS_IOC_UNMARK_BATCH == 0xC6105607u, "VOLFS_IOC_UNMARK_BATCH");
 
 /* Flag values are ABI too. */
 VOLFS_LAYOUT_ASSERT(VOLFS_MARK_STRICT == 0x1u, "VOLFS_MARK_STRICT");

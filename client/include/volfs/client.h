@@ -15,6 +15,13 @@ extern "C" {
 int volfs_mark(int fd, uint64_t offset, uint64_t length, uint32_t flags);
 /* Unmarks the range; *purged is set to 1 if data in it was lost, else 0. */
 int volfs_unmark(int fd, uint64_t offset, uint64_t length, int* purged);
+/* Marks ranges[0..count) volatile in one call, 1 <= count <= VOLFS_BATCH_MAX:
+ * all of them, or on an error none. */
+int volfs_mark_batch(int fd, const struct volfs_range* ranges, uint32_t count);
+/* Unmarks ranges[0..count) in one call, in order, 1 <= count <=
+ * VOLFS_BATCH_MAX; ranges[k].result is set to VOLFS_PURGED or VOLFS_INTACT.
+ * A bad range fails the call before any range is unmarked. */
+int volfs_unmark_batch(int fd, struct volfs_range* ranges, uint32_t count);
 /* Page counts of the range. */
 int volfs_get_status(int fd, uint64_t offset, uint64_t length, struct volfs_status* out);
 /* Global accounting of the mount fd is on (any file or directory fd). */

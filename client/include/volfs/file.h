@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace volfs {
 
@@ -89,6 +91,11 @@ class File {
 
   void mark_volatile(Range r, MarkOptions o = {});
   UnmarkResult unmark(Range r);
+  // Many ranges, one FUSE round trip per VOLFS_BATCH_MAX of them. Each batch
+  // is checked before it is applied: a bad range throws, and only the
+  // batches before its own have been applied. Results are in range order.
+  void mark_volatile_ranges(std::span<const Range> ranges, MarkOptions o = {});
+  [[nodiscard]] std::vector<UnmarkResult> unmark_ranges(std::span<const Range> ranges);
   RangeStatus status(Range r = {}) const;
   volfs_stats stats() const;
   // Purges up to `bytes` of the mount's volatile data (VOLFS_PURGE_ALL for
@@ -101,6 +108,7 @@ class File {
   File(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
   [[noreturn]] void fail(const char* what, Range r) const;
   [[noreturn]] void fail(const char* what) const;
+  uint32_t mark_flags(MarkOptions o, Range r) const;
 
   int fd_ = -1;
   std::filesystem::path path_;

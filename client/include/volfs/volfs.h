@@ -93,11 +93,26 @@ struct volfs_purge {
   uint64_t reserved[2];
 };
 
+/* For VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH: up to VOLFS_BATCH_MAX
+ * ranges of one file in one call, one FUSE round trip instead of `count`.
+ * Each range is as for the single call (flags in, result out). Every range
+ * is checked before any is applied, so one bad range fails the call with
+ * EINVAL and changes nothing; then they are applied in order, as that many
+ * single calls would be. */
+#define VOLFS_BATCH_MAX 64u
+struct volfs_range_batch {
+  uint32_t count;       /* in: 1..VOLFS_BATCH_MAX */
+  uint32_t reserved[3]; /* zero */
+  struct volfs_range ranges[VOLFS_BATCH_MAX];
+};
+
 #define VOLFS_IOC_MARK_VOLATILE _IOWR(VOLFS_IOC_MAGIC, 1, struct volfs_range)
 #define VOLFS_IOC_UNMARK_VOLATILE _IOWR(VOLFS_IOC_MAGIC, 2, struct volfs_range)
 #define VOLFS_IOC_GET_STATUS _IOWR(VOLFS_IOC_MAGIC, 3, struct volfs_status)
 #define VOLFS_IOC_STATS _IOR(VOLFS_IOC_MAGIC, 4, struct volfs_stats)
 #define VOLFS_IOC_PURGE _IOWR(VOLFS_IOC_MAGIC, 5, struct volfs_purge)
+#define VOLFS_IOC_MARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 6, struct volfs_range_batch)
+#define VOLFS_IOC_UNMARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 7, struct volfs_range_batch)
 
 /* The layout is the ABI: the same on every architecture. */
 #ifdef __cplusplus
@@ -105,11 +120,13 @@ static_assert(sizeof(struct volfs_range) == 24, "volfs_range layout");
 static_assert(sizeof(struct volfs_status) == 80, "volfs_status layout");
 static_assert(sizeof(struct volfs_stats) == 168, "volfs_stats layout");
 static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
+static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
 #else
 _Static_assert(sizeof(struct volfs_range) == 24, "volfs_range layout");
 _Static_assert(sizeof(struct volfs_status) == 80, "volfs_status layout");
 _Static_assert(sizeof(struct volfs_stats) == 168, "volfs_stats layout");
 _Static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
+_Static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
 #endif
 
 #ifdef __cplusplus
