@@ -67,6 +67,7 @@ struct Shared {
   std::atomic<uint64_t> failures{0};
   std::atomic<uint64_t> false_intact{0};
   std::atomic<uint64_t> unmark_intact{0}, unmark_purged{0};
+  std::atomic<uint64_t> batch_unmarks{0};  // ranges unmarked by the dirtiers' batches
   std::atomic<uint64_t> purged_but_nothing_lost{0};
   std::atomic<uint64_t> purge_calls{0}, purge_nonzero_calls{0}, purged_bytes{0};
   std::atomic<uint64_t> marks{0}, nv_writes{0}, nv_checks{0}, vol_writes{0};
@@ -498,7 +499,22 @@ int dirtier(Shared& sh, const std::string& path, Region r, uint64_t seed) {
       report(sh, "%s: msync: %s", who, strerror(errno));
     }
     uint32_t flags = random_mark_flags(rng, 0);  // zero-fill: a mapping reads zeros
-    if (int e = vol_mark(fd, r.first * kPage, r.pages * kPage, flags); e != 0) {
+    // Every other round: the region in up to four ranges, through the batch
+    // ioctls, each range answered and checked on its own.
+    ByteRanges parts;
+    if (r.pages > 1 && chance(rng, 50)) {
+      for (uint64_t at = 0; at < r.pages;) {
+        uint64_t n = std::min(r.pages - at, 1 + pick(rng, (r.pages + 3) / 4));
+        parts.emplace_back((r.first + at) * kPage, n * kPage);
+        at += n;
+      }
+    } else {
+      parts.emplace_back(r.first * kPage, r.pages * kPage);
+    }
+    if (int e = parts.size() > 1 && parts.size() <= VOLFS_BATCH_MAX
+                    ? vol_mark_batch(fd, parts, flags)
+                    : vol_mark(fd, r.first * kPage, r.pages * kPage, flags);
+        e != 0) {
       report(sh, "%s: MARK: %s", who, strerror(-e));
       break;
     }
@@ -521,18 +537,33 @@ int dirtier(Shared& sh, const std::string& path, Region r, uint64_t seed) {
       }
       if (chance(rng, 50)) jitter(rng, 800);
     }
-    uint32_t result = 0;
-    if (int e = vol_unmark(fd, r.first * kPage, r.pages * kPage, &result); e != 0) {
+    std::vector<uint32_t> results(1);
+    if (int e = parts.size() > 1 && parts.size() <= VOLFS_BATCH_MAX
+                    ? vol_unmark_batch(fd, parts, &results)
+                    : vol_unmark(fd, r.first * kPage, r.pages * kPage, &results[0]);
+        e != 0) {
       report(sh, "%s: UNMARK: %s", who, strerror(-e));
       break;
     }
-    (result == VOLFS_INTACT ? sh.unmark_intact : sh.unmark_purged).fetch_add(1);
+    if (results.size() != parts.size()) {
+      report(sh, "%s: UNMARK batch gave %zu answers for %zu ranges", who, results.size(),
+             parts.size());
+      break;
+    }
     // Non-volatile now: what the mapping holds must reach the store.
     if (msync(m, r.pages * kPage, MS_SYNC) != 0) {
       report(sh, "%s: msync after UNMARK: %s", who, strerror(errno));
     }
-    check_pages(sh, fd, dfd, r.first, expect, r.first, r.pages,
-                result == VOLFS_INTACT ? Expect::kIntact : Expect::kPurged, true, who);
+    for (size_t k = 0; k < parts.size(); ++k) {
+      if (results[k] != VOLFS_INTACT && results[k] != VOLFS_PURGED) {
+        report(sh, "%s: UNMARK answer %u for range %zu", who, results[k], k);
+        continue;
+      }
+      (results[k] == VOLFS_INTACT ? sh.unmark_intact : sh.unmark_purged).fetch_add(1);
+      if (parts.size() > 1) sh.batch_unmarks.fetch_add(1, std::memory_order_relaxed);
+      check_pages(sh, fd, dfd, r.first, expect, parts[k].first / kPage, parts[k].second / kPage,
+                  results[k] == VOLFS_INTACT ? Expect::kIntact : Expect::kPurged, true, who);
+    }
     // The mapping agrees with read(2).
     for (uint64_t i = 0; i < r.pages; ++i) {
       if (std::string d = describe_page_mismatch(m + i * kPage, expect.data() + i * kPage);
@@ -789,8 +820,27 @@ int unmark_racer(Shared& sh, const std::string& path, uint64_t pages, uint64_t e
     sh.vol_writes.fetch_add(1, std::memory_order_relaxed);
     if (chance(rng, 50)) jitter(rng, 300);
     uint32_t result = 0;
-    if (int e = vol_unmark(fd, static_cast<uint64_t>(at), pages * kPage, &result); e != 0) {
+    // Every other round the scribbled pages are unmarked in the same call,
+    // through the batch ioctl, before the checked ones: the purge launders
+    // them first, so the batch often waits at the first range and has to go
+    // on with the second once the purge has settled.
+    const bool batched = extra && chance(rng, 50);
+    if (batched) {
+      std::vector<uint32_t> results;
+      ByteRanges both{{0, extra * kPage}, {static_cast<uint64_t>(at), pages * kPage}};
+      if (int e = vol_unmark_batch(fd, both, &results); e != 0 || results.size() != 2) {
+        report(sh, "%s: UNMARK batch: %s", who, e ? strerror(-e) : "wrong answer count");
+        return 1;
+      }
+      result = results[1];
+      (results[0] == VOLFS_INTACT ? sh.unmark_intact : sh.unmark_purged).fetch_add(1);
+      sh.batch_unmarks.fetch_add(2, std::memory_order_relaxed);
+    } else if (int e = vol_unmark(fd, static_cast<uint64_t>(at), pages * kPage, &result); e != 0) {
       report(sh, "%s: UNMARK: %s", who, strerror(-e));
+      return 1;
+    }
+    if (result != VOLFS_INTACT && result != VOLFS_PURGED) {
+      report(sh, "%s: UNMARK answered %u", who, result);
       return 1;
     }
     (result == VOLFS_INTACT ? sh.unmark_intact : sh.unmark_purged).fetch_add(1);
@@ -841,7 +891,7 @@ int unmark_racer(Shared& sh, const std::string& path, uint64_t pages, uint64_t e
                now.empty() ? "the write" : now.c_str());
       }
     }
-    if (extra) {
+    if (extra && !batched) {
       if (int e = vol_unmark(fd, 0, extra * kPage, &result); e != 0) {
         report(sh, "%s: UNMARK of the scribbled pages: %s", who, strerror(-e));
         return 1;
@@ -1001,12 +1051,13 @@ class VolatileStressTest : public MountTest {
     }
     Shared& sh = *shared_;
     std::printf(
-        "marks=%lu unmark_intact=%lu unmark_purged=%lu purged_but_nothing_lost=%lu "
+        "marks=%lu unmark_intact=%lu unmark_purged=%lu (batched %lu) purged_but_nothing_lost=%lu "
         "purge_calls=%lu (nonzero %lu, %lu pages) nv_writes=%lu nv_checks=%lu "
         "vol_writes=%lu strict_eio_reads=%lu zero_reads=%lu enospc=%lu stats_polls=%lu\n",
         (unsigned long)sh.marks.load(), (unsigned long)sh.unmark_intact.load(),
-        (unsigned long)sh.unmark_purged.load(), (unsigned long)sh.purged_but_nothing_lost.load(),
-        (unsigned long)sh.purge_calls.load(), (unsigned long)sh.purge_nonzero_calls.load(),
+        (unsigned long)sh.unmark_purged.load(), (unsigned long)sh.batch_unmarks.load(),
+        (unsigned long)sh.purged_but_nothing_lost.load(), (unsigned long)sh.purge_calls.load(),
+        (unsigned long)sh.purge_nonzero_calls.load(),
         (unsigned long)(sh.purged_bytes.load() / kPage), (unsigned long)sh.nv_writes.load(),
         (unsigned long)sh.nv_checks.load(), (unsigned long)sh.vol_writes.load(),
         (unsigned long)sh.strict_eio_reads.load(), (unsigned long)sh.zero_reads.load(),
@@ -1167,6 +1218,7 @@ TEST_F(VolatileStressTest, PurgeRacesMarkersWritersAndMappings) {
   EXPECT_EQ(s.pages_purged_total * kPage, shared_->purged_bytes.load()) << to_string(s);
   EXPECT_GT(shared_->unmark_purged.load(), 0u) << "no purge ever hit a marked range";
   EXPECT_GT(shared_->unmark_intact.load(), 0u) << "no range ever survived";
+  EXPECT_GT(shared_->batch_unmarks.load(), 0u) << "the dirtiers never used the batch ioctls";
 }
 
 // The end of a purge against UNMARK: nothing else runs, so the window

@@ -71,6 +71,37 @@ int vol_unmark(int fd, uint64_t off, uint64_t len, uint32_t* result) {
   return e;
 }
 
+namespace {
+
+volfs_range_batch batch_of(const ByteRanges& ranges, uint32_t flags, uint32_t result) {
+  volfs_range_batch b{};
+  for (const auto& [off, len] : ranges) {
+    if (b.count == VOLFS_BATCH_MAX) break;  // the caller's bug: EINVAL below
+    b.ranges[b.count++] = volfs_range{off, len, flags, result};
+  }
+  if (ranges.size() > VOLFS_BATCH_MAX) b.count = VOLFS_BATCH_MAX + 1;
+  return b;
+}
+
+}  // namespace
+
+int vol_mark_batch(int fd, const ByteRanges& ranges, uint32_t flags) {
+  volfs_range_batch b = batch_of(ranges, flags, 0);
+  return ioctl_errno(fd, VOLFS_IOC_MARK_BATCH, &b);
+}
+
+int vol_unmark_batch(int fd, const ByteRanges& ranges, std::vector<uint32_t>* results) {
+  volfs_range_batch b = batch_of(ranges, 0, 0xdeadbeef);  // results must be overwritten
+  int e = ioctl_errno(fd, VOLFS_IOC_UNMARK_BATCH, &b);
+  if (results) {
+    results->clear();
+    for (uint32_t k = 0; k < b.count && k < VOLFS_BATCH_MAX; ++k) {
+      results->push_back(b.ranges[k].result);
+    }
+  }
+  return e;
+}
+
 int vol_status(int fd, uint64_t off, uint64_t len, volfs_status* out) {
   *out = volfs_status{};
   out->offset = off;

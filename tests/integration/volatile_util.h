@@ -15,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -29,6 +31,11 @@ size_t page_size();
 int vol_mark(int fd, uint64_t off, uint64_t len, uint32_t flags = 0);
 // *result gets VOLFS_INTACT or VOLFS_PURGED.
 int vol_unmark(int fd, uint64_t off, uint64_t len, uint32_t* result);
+// The batch ioctls over byte ranges {offset, length}, one flags for all;
+// (*results)[k] gets range k's VOLFS_INTACT or VOLFS_PURGED.
+using ByteRanges = std::vector<std::pair<uint64_t, uint64_t>>;
+int vol_mark_batch(int fd, const ByteRanges& ranges, uint32_t flags = 0);
+int vol_unmark_batch(int fd, const ByteRanges& ranges, std::vector<uint32_t>* results);
 int vol_status(int fd, uint64_t off, uint64_t len, volfs_status* out);
 int vol_stats(int fd, volfs_stats* out);
 int vol_purge(int fd, uint64_t bytes, uint64_t* purged);
