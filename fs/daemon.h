@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <unordered_map>
 
 #include "core/filesystem.h"
@@ -57,8 +58,10 @@ struct Daemon {
   Daemon(const MountOptions& o, uint64_t page_size) : fs(o, page_size) {}
   Filesystem fs;
   OpenFiles files;
-  uid_t owner_uid = 0;   // who mounted: may purge, like root
-  double timeout = 1.0;  // entry and attribute cache timeout, seconds
+  uid_t owner_uid = 0;           // who mounted: may purge, like root
+  double timeout = 1.0;          // entry and attribute cache timeout, seconds
+  std::string mountpoint;        // absolute, for init() to find the mount's bdi
+  uint64_t readahead_bytes = 0;  // 0: the kernel's default
 };
 
 inline Daemon& daemon_of(fuse_req_t req) { return *static_cast<Daemon*>(fuse_req_userdata(req)); }

@@ -137,9 +137,15 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
 
 void init(void* userdata, fuse_conn_info* conn) {
   auto& d = *static_cast<Daemon*>(userdata);
-  (void)d;
   conn->max_write = 1 << 20;
-  conn->max_readahead = std::max<unsigned>(conn->max_readahead, 1 << 20);
+  // Read-ahead (see readahead.h): the reply carries our value only if the
+  // bdi took it too; otherwise the kernel's default stays.
+  if (d.readahead_bytes && !d.mountpoint.empty()) {
+    std::optional<std::string> dev = volfs_mount_device(d.mountpoint);
+    if (dev && set_bdi_readahead(*dev, d.readahead_bytes)) {
+      conn->max_readahead = static_cast<unsigned>(d.readahead_bytes);
+    }
+  }
   conn->want |= FUSE_CAP_IOCTL_DIR | FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   // The kernel's cache is only ever changed by this kernel or by our
@@ -184,8 +190,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Daemon> daemon;
   fuse_session* se = nullptr;
   std::unique_ptr<FuseInvalidator> invalidator;
-  std::optional<ReadaheadTuner> readahead;
-  std::string mountpoint, absolute_mountpoint, source = "volfs";
+  std::string mountpoint, source = "volfs";
   if (opts.show_help) {
     usage(argv[0]);
     fuse_cmdline_help();
@@ -236,14 +241,12 @@ int run(int argc, char** argv) {
   if (fuse_set_signal_handlers(se) != 0) goto out_destroy;
   // Resolved before mounting: afterwards a lookup of it would wait for us.
   if (char* abs = realpath(mountpoint.c_str(), nullptr)) {
-    absolute_mountpoint = abs;
+    daemon->mountpoint = abs;
     free(abs);
   }
+  daemon->readahead_bytes = cl.options.readahead_bytes;
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) goto out_signals;
   fuse_daemonize(opts.foreground);
-  if (cl.options.readahead_bytes && !absolute_mountpoint.empty()) {
-    readahead.emplace(absolute_mountpoint, cl.options.readahead_bytes);
-  }
   invalidator = std::make_unique<FuseInvalidator>(se);
   daemon->fs.start(invalidator.get());
   if (opts.singlethread) {
@@ -269,7 +272,6 @@ int run(int argc, char** argv) {
   daemon->fs.stop();
   daemon->files.clear();
   fuse_session_unmount(se);
-  readahead.reset();  // its wait on the mount has ended by now
 out_signals:
   fuse_remove_signal_handlers(se);
 out_destroy:

@@ -1,29 +1,26 @@
-// ReadaheadTuner: sets the kernel read-ahead of the mount once FUSE_INIT is
-// done. The INIT reply can only lower it (the kernel keeps the smaller of its
-// default, 128 KiB, and ours), so a larger value goes to the mount's
-// /sys/class/bdi/MAJ:MIN/read_ahead_kb afterwards. Writing there needs root;
-// without it the kernel's default stays and nothing is reported.
+// Read-ahead of the mount. The kernel sets its bdi's read-ahead at FUSE_INIT
+// to the smaller of the value it has (its default, 128 KiB) and the one in
+// our INIT reply, so a larger value must be in place on both sides before we
+// reply: set_readahead() writes the mount's
+// /sys/class/bdi/MAJ:MIN/read_ahead_kb from init(), and the reply then
+// carries the same value. It finds the mount through /proc/self/mountinfo,
+// never through the mount itself: nothing the daemon does may wait for the
+// daemon (a stat(2) of its own mountpoint, killed halfway, would keep the
+// process from ever exiting).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
-#include <thread>
 
 namespace volfs {
 
-class ReadaheadTuner {
- public:
-  // `mountpoint` must be absolute: the daemon may chdir("/") meanwhile.
-  ReadaheadTuner(std::string mountpoint, uint64_t bytes);
-  // Joins. Call only once the session is unmounted or serving: the thread
-  // waits in stat(2) on the mount until the kernel has its INIT reply, and
-  // unmounting ends that wait.
-  ~ReadaheadTuner();
-  ReadaheadTuner(const ReadaheadTuner&) = delete;
-  ReadaheadTuner& operator=(const ReadaheadTuner&) = delete;
+// "MAJ:MIN" of the newest volfs mount at `mountpoint` (absolute), from
+// /proc/self/mountinfo, or nullopt.
+std::optional<std::string> volfs_mount_device(const std::string& mountpoint);
 
- private:
-  std::thread thread_;
-};
+// Writes `bytes` (a multiple of 1 KiB) as the read-ahead of the bdi `dev`.
+// Returns false if that is not allowed (not root) or failed.
+bool set_bdi_readahead(const std::string& dev, uint64_t bytes);
 
 }  // namespace volfs
