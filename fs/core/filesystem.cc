@@ -760,16 +760,20 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   }
   std::vector<PurgeEntry> entries;
   entries.reserve(ranges.size());
+  int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
     std::vector<PageRange> pages;
     pages.reserve(ranges.size());
     for (const MarkRequest& m : ranges) {
       Result<PageRange> p = volatile_range(*i, m.range, /*for_mark=*/true);
-      if (!p.ok()) return done(Err{p.err()});
+      if (!p.ok()) {
+        err = p.err();
+        break;
+      }
       pages.push_back(*p);
     }
-    for (size_t k = 0; k < ranges.size(); ++k) {
+    for (size_t k = 0; k < pages.size() && !err; ++k) {
       const uint32_t flags = ranges[k].flags;
       uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
                          ? static_cast<uint8_t>((flags & VOLFS_MARK_PRIORITY_MASK) >>
@@ -780,6 +784,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
       entries.push_back(PurgeEntry{.prio = prio, .seq = seq, .ino = i->ino, .range = pages[k]});
     }
   }
+  if (err) return done(Err{err});
   if (!options_.purge_on_mark) return done({});
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
@@ -796,14 +801,19 @@ void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& r
   auto job = std::make_shared<UnmarkJob>();
   job->inode = i;
   job->done = std::move(done);
+  int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
     for (const ByteRange& r : ranges) {
       Result<PageRange> p = volatile_range(*i, r, /*for_mark=*/false);
-      if (!p.ok()) return job->done(Err{p.err()});
+      if (!p.ok()) {
+        err = p.err();
+        break;
+      }
       job->ranges.push_back(*p);
     }
   }
+  if (err) return job->done(Err{err});
   try_unmark(std::move(job));
 }
 
