@@ -3,27 +3,10 @@
 
 #include <fstream>
 #include <sstream>
-#include <vector>
+
+#include "core/mountinfo.h"
 
 namespace volfs {
-namespace {
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto octal = [&](size_t k) { return s[k] >= '0' && s[k] <= '7'; };
-    if (s[i] == '\\' && i + 3 < s.size() && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
-      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 std::optional<std::string> volfs_mount_device(const std::string& mountpoint) {
   std::ifstream in("/proc/self/mountinfo");
@@ -39,7 +22,8 @@ std::optional<std::string> volfs_mount_device(const std::string& mountpoint) {
     std::istringstream tail(line.substr(sep + 3));
     std::string fstype;
     tail >> fstype;
-    if (fstype == "fuse.volfs" && unescape(point) == mountpoint) found = dev;  // the newest wins
+    if (fstype == "fuse.volfs" && unescape_mountinfo(point) == mountpoint)
+      found = dev;  // the newest wins
   }
   return found;
 }

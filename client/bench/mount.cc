@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "core/mountinfo.h"
 
 namespace volbench {
 namespace {
@@ -49,19 +50,6 @@ std::map<Cleanup::Id, std::function<void()>> g_actions;  // GUARDED_BY(g_cleanup
 Cleanup::Id g_next_id = 1;                               // GUARDED_BY(g_cleanup_mu)
 sigset_t g_old_mask;
 std::atomic<bool> g_interrupted{false};  // relaxed: only silences messages
-
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7') {
-      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
 
 bool daemon_exited(pid_t pid, int* status) {
   pid_t r = ::waitpid(pid, status, WNOHANG);
@@ -282,7 +270,7 @@ bool is_mounted(const std::string& mountpoint) {
   while (std::getline(in, line)) {
     std::istringstream ls(line);
     std::string id, parent, dev, root, mnt;
-    if (ls >> id >> parent >> dev >> root >> mnt && unescape_mountinfo(mnt) == mountpoint) {
+    if (ls >> id >> parent >> dev >> root >> mnt && volfs::unescape_mountinfo(mnt) == mountpoint) {
       return true;
     }
   }
@@ -354,7 +342,7 @@ void remove_tree(const std::string& dir) {
     std::istringstream ls(line);
     std::string id, parent, dev, root, mnt;
     if (ls >> id >> parent >> dev >> root >> mnt) {
-      std::string m = unescape_mountinfo(mnt);
+      std::string m = volfs::unescape_mountinfo(mnt);
       if (m.size() > dir.size() && m.compare(0, dir.size() + 1, dir + "/") == 0) {
         std::fprintf(stderr, "volbench: not removing %s: %s is mounted inside\n", dir.c_str(),
                      m.c_str());

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "child_process.h"
+#include "core/mountinfo.h"
 
 #ifndef VOLFS_BIN
 #error "VOLFS_BIN must name the volfs daemon binary"
@@ -52,20 +53,6 @@ std::string tail_for_message(const std::string& log) {
 
 std::string log_block(const std::string& log) {
   return "\n----- daemon.log -----\n" + tail_for_message(log) + "\n----- end of daemon.log -----";
-}
-
-// Undoes mountinfo's octal escapes (\040 for space, ...).
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7') {
-      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
 }
 
 std::vector<std::string> split_spaces(const std::string& s) {
