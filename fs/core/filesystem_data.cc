@@ -1,0 +1,173 @@
+// Filesystem, file data: open, read, write, fallocate, lseek on the per-file Store.
+// See filesystem.h for the interface and the lock order.
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#include <volfs/volfs.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "filesystem_internal.h"
+
+namespace volfs {
+
+Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  if (i->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Err{EISDIR};
+  if ((flags & O_TRUNC) && i->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
+    std::unique_lock io(i->io_mu);
+    std::lock_guard lock(i->mu);
+    if (i->size != 0) {
+      Status s = truncate_locked(*i, 0);
+      if (!s.ok()) return Err{s.err()};
+    }
+  }
+  auto f = std::make_unique<OpenFile>();
+  f->inode = std::move(i);
+  f->flags = flags;
+  return f;
+}
+
+Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const ReadReply& reply) {
+  // Once the reply is sent the kernel may RELEASE the file and FORGET the
+  // inode on other threads, before this function has unlocked io_mu: so `f`
+  // is not touched after the reply, and this reference keeps the inode alive.
+  const std::shared_ptr<Inode> inode = f.inode;
+  Inode& i = *inode;
+  if (!i.is_reg()) return Err{EINVAL};
+  std::shared_lock io(i.io_mu);
+  uint64_t len = 0;
+  {
+    std::lock_guard lock(i.mu);
+    if (off < i.size) len = std::min<uint64_t>(size, i.size - off);
+    if (len && i.state->has_strict_purged(
+                   PageRange{off / page_size_, (off + len + page_size_ - 1) / page_size_})) {
+      return Err{EIO};
+    }
+  }
+  // The reply is built while io_mu is held: a purge cannot free these pages
+  // between our reading them and the kernel caching them (see design.md).
+  reply(i.store->fd(), off, static_cast<size_t>(len));
+  return {};
+}
+
+Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size, uint64_t off,
+                                 bool writeback) {
+  Inode& i = *f.inode;
+  if (!i.is_reg()) return Err{EINVAL};
+  if (size == 0) return size_t{0};
+  if (off > static_cast<uint64_t>(LLONG_MAX) - size) return Err{EFBIG};
+  const uint64_t end = off + size;
+  const PageRange pages{off / page_size_, (end + page_size_ - 1) / page_size_};
+  for (int attempt = 0;; ++attempt) {
+    std::shared_lock io(i.io_mu);
+    std::unique_lock lock(i.mu);
+    WritePlan plan = i.state->plan_write(pages, writeback);
+    if (plan.eio) return Err{EIO};
+    if (plan.new_pages && !acc_.try_charge(plan.new_pages)) {
+      lock.unlock();
+      io.unlock();
+      if (attempt + 1 == kWriteAttempts || !purge_for_space(plan.new_pages)) return Err{ENOSPC};
+      continue;
+    }
+    i.state->commit_write(plan);
+    if (end > i.size) {
+      // The store grows under mu, so concurrent writers never shrink it.
+      if (int r = i.store->truncate(end); r < 0) return Err{-r};
+      i.size = end;
+    }
+    i.mtime = i.ctime = now();
+    lock.unlock();
+    if (options_.purge_high_pct && worker_) worker_->wake();
+    for (const PageRange& k : plan.keep) {
+      uint64_t b = std::max(off, k.first * page_size_);
+      uint64_t e = std::min(end, k.end * page_size_);
+      ssize_t n = i.store->pwrite(buf + (b - off), e - b, b);
+      if (n < 0) return Err{static_cast<int>(-n)};
+    }
+    return size;
+  }
+}
+
+Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t len) {
+  Inode& i = *f.inode;
+  if (!f.writable()) return Err{EBADF};
+  if (i.is_dir()) return Err{EISDIR};
+  if (!i.is_reg()) return Err{ENODEV};
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    return Err{EOPNOTSUPP};
+  }
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) return Err{EOPNOTSUPP};
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE)) return Err{EOPNOTSUPP};
+  if (len == 0) return Err{EINVAL};
+  if (off > static_cast<uint64_t>(LLONG_MAX) - len) return Err{EFBIG};
+  const uint64_t end = off + len;
+  const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
+
+  if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    // Whole pages lose their data and any volatile state; partial pages at
+    // the edges are zeroed in place. ZERO_RANGE leaves holes too: they read
+    // as zeros and cost nothing until written.
+    std::unique_lock io(i.io_mu);
+    std::lock_guard lock(i.mu);
+    if (int r = i.store->punch(off, len); r < 0) return Err{-r};
+    uint64_t first = (off + page_size_ - 1) / page_size_;
+    uint64_t last = end / page_size_;
+    if (first < last) acc_.uncharge(i.state->drop(first, last));
+    if (!keep_size && end > i.size) {
+      if (int r = i.store->truncate(end); r < 0) return Err{-r};
+      i.size = end;
+    }
+    i.mtime = i.ctime = now();
+    return {};
+  }
+
+  const PageRange pages{off / page_size_, (end + page_size_ - 1) / page_size_};
+  for (int attempt = 0;; ++attempt) {
+    std::unique_lock io(i.io_mu);
+    std::unique_lock lock(i.mu);
+    uint64_t need = i.state->nonresident_in(pages);
+    if (need && !acc_.try_charge(need)) {
+      lock.unlock();
+      io.unlock();
+      if (attempt + 1 == kWriteAttempts || !purge_for_space(need)) return Err{ENOSPC};
+      continue;
+    }
+    if (int r = i.store->allocate(off, len); r < 0) {
+      acc_.uncharge(need);
+      return Err{-r};
+    }
+    [[maybe_unused]] uint64_t added = i.state->make_resident(pages);
+    assert(added == need);
+    if (!keep_size && end > i.size) {
+      if (int r = i.store->truncate(end); r < 0) return Err{-r};
+      i.size = end;
+    }
+    i.ctime = now();
+    if (!keep_size) i.mtime = i.ctime;
+    return {};
+  }
+}
+
+Result<uint64_t> Filesystem::lseek(const OpenFile& f, uint64_t off, int whence) {
+  Inode& i = *f.inode;
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return Err{EINVAL};
+  if (!i.is_reg()) return Err{EINVAL};
+  std::shared_lock io(i.io_mu);
+  {
+    std::lock_guard lock(i.mu);
+    if (off >= i.size) return Err{ENXIO};
+  }
+  int64_t r = i.store->seek(off, whence);
+  if (r < 0) return Err{static_cast<int>(-r)};
+  return static_cast<uint64_t>(r);
+}
+
+}  // namespace volfs

@@ -1,0 +1,366 @@
+// Filesystem, namespace: lookup, forget, create, link, unlink, rename, readdir.
+// See filesystem.h for the interface and the lock order.
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#include <volfs/volfs.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "filesystem_internal.h"
+
+namespace volfs {
+
+Result<Entry> Filesystem::lookup(uint64_t parent, std::string_view name) {
+  std::shared_lock lock(ns_mu_);
+  auto dir = find_locked(parent);
+  if (!dir) return Err{ENOENT};
+  if (!dir->is_dir()) return Err{ENOTDIR};
+  if (name.size() > kNameMax) return Err{ENAMETOOLONG};
+  uint64_t ino = 0;
+  if (name == ".") {
+    ino = parent;
+  } else if (name == "..") {
+    ino = dir->dir.parent;
+  } else {
+    auto it = dir->dir.entries.find(name);
+    if (it == dir->dir.entries.end()) return Err{ENOENT};
+    ino = it->second.ino;
+  }
+  auto i = find_locked(ino);
+  assert(i);
+  // nlookup is only decremented under the exclusive lock, so counting up
+  // under the shared one cannot race with a destruction.
+  std::atomic_ref<uint64_t>(i->nlookup).fetch_add(1, std::memory_order_relaxed);
+  return Entry{ino, stat_of(*i)};
+}
+
+void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
+  std::unique_lock lock(ns_mu_);
+  auto i = find_locked(ino);
+  if (!i) return;
+  assert(i->nlookup >= nlookup);
+  i->nlookup -= std::min(i->nlookup, nlookup);
+  maybe_destroy(i);
+}
+
+void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
+  if (i->ino == kRootIno || i->nlookup > 0 || i->nlink > 0) return;
+  inodes_.erase(i->ino);
+  acc_.add_inodes(-1);
+  if (i->is_reg()) {
+    // Open files hold the kernel's reference, so none is open now; a purge
+    // may still hold the inode and will find nothing left to take.
+    std::unique_lock io(i->io_mu);
+    std::lock_guard lock(i->mu);
+    acc_.uncharge(i->state->drop(0, FileState::kEndOfFile));
+    (void)i->store->truncate(0);
+    acc_.add_files(-1);
+  }
+}
+
+void Filesystem::touch_dir(Inode& dir) {
+  std::lock_guard lock(dir.mu);
+  dir.mtime = dir.ctime = now();
+}
+
+void Filesystem::add_entry(Inode& dir, std::string_view name, uint64_t ino) {
+  uint64_t cookie = dir.dir.next_cookie++;
+  dir.dir.entries.emplace(std::string(name), DirEntry{ino, cookie});
+  dir.dir.by_cookie.emplace(cookie, std::string(name));
+  touch_dir(dir);
+}
+
+void Filesystem::remove_entry(Inode& dir, std::string_view name) {
+  auto it = dir.dir.entries.find(name);
+  assert(it != dir.dir.entries.end());
+  dir.dir.by_cookie.erase(it->second.cookie);
+  dir.dir.entries.erase(it);
+  touch_dir(dir);
+}
+
+void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
+  {
+    std::lock_guard lock(i->mu);
+    assert(i->nlink > 0);
+    --i->nlink;
+    i->ctime = now();
+  }
+  maybe_destroy(i);
+}
+
+Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
+                                    const Caller& c, std::string_view target) {
+  std::unique_lock lock(ns_mu_);
+  auto dir = find_locked(parent);
+  if (!dir) return Err{ENOENT};
+  if (!dir->is_dir()) return Err{ENOTDIR};
+  if (dir->nlink == 0) return Err{ENOENT};  // removed while we held it
+  if (name.size() > kNameMax) return Err{ENAMETOOLONG};
+  if (dir->dir.entries.count(name)) return Err{EEXIST};
+  if (!acc_.try_add_inode(options_.nr_inodes)) return Err{ENOSPC};
+
+  auto i = std::make_shared<Inode>(next_ino_, mode);
+  i->mode = mode;
+  i->uid = c.uid;
+  i->gid = c.gid;
+  {
+    std::lock_guard dlock(dir->mu);
+    if (dir->mode & S_ISGID) {  // BSD group semantics of setgid directories
+      i->gid = dir->gid;
+      if (i->is_dir()) i->mode |= S_ISGID;
+    }
+  }
+  i->nlink = i->is_dir() ? 2 : 1;
+  i->rdev = rdev;
+  i->atime = i->mtime = i->ctime = now();
+  if (i->is_reg()) {
+    i->store = std::make_unique<Store>();
+    if (int r = i->store->open(); r < 0) {
+      acc_.add_inodes(-1);
+      return Err{-r};
+    }
+    i->state = std::make_unique<FileState>(i->ino, acc_, queue_);
+    acc_.add_files(1);
+  }
+  if (i->type == S_IFLNK) {
+    i->symlink_target = std::string(target);
+    i->size = target.size();
+  }
+  if (i->is_dir()) {
+    i->dir.parent = parent;
+    std::lock_guard dlock(dir->mu);
+    ++dir->nlink;
+  }
+  ++next_ino_;
+  i->nlookup = 1;
+  inodes_.emplace(i->ino, i);
+  add_entry(*dir, name, i->ino);
+  return Entry{i->ino, stat_of(*i)};
+}
+
+Result<Entry> Filesystem::mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
+                                const Caller& c) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+    case S_IFIFO:
+    case S_IFSOCK:
+    case S_IFCHR:
+    case S_IFBLK:
+      break;
+    default:
+      return Err{EINVAL};
+  }
+  return make_node(parent, name, mode, rdev, c, {});
+}
+
+Result<Entry> Filesystem::mkdir(uint64_t parent, std::string_view name, mode_t mode,
+                                const Caller& c) {
+  return make_node(parent, name, S_IFDIR | (mode & 07777), 0, c, {});
+}
+
+Result<Entry> Filesystem::symlink(std::string_view target, uint64_t parent, std::string_view name,
+                                  const Caller& c) {
+  if (target.size() >= PATH_MAX) return Err{ENAMETOOLONG};
+  return make_node(parent, name, S_IFLNK | 0777, 0, c, target);
+}
+
+Result<Entry> Filesystem::create(uint64_t parent, std::string_view name, mode_t mode,
+                                 const Caller& c) {
+  return make_node(parent, name, S_IFREG | (mode & 07777), 0, c, {});
+}
+
+Result<Entry> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view name) {
+  std::unique_lock lock(ns_mu_);
+  auto i = find_locked(ino);
+  auto dir = find_locked(parent);
+  if (!i || !dir) return Err{ENOENT};
+  if (i->is_dir()) return Err{EPERM};
+  if (!dir->is_dir()) return Err{ENOTDIR};
+  if (dir->nlink == 0) return Err{ENOENT};
+  if (name.size() > kNameMax) return Err{ENAMETOOLONG};
+  if (dir->dir.entries.count(name)) return Err{EEXIST};
+  {
+    std::lock_guard ilock(i->mu);
+    if (i->nlink == 0) return Err{ENOENT};  // linkat of an unlinked O_TMPFILE-like file
+    ++i->nlink;
+    i->ctime = now();
+  }
+  add_entry(*dir, name, ino);
+  std::atomic_ref<uint64_t>(i->nlookup).fetch_add(1, std::memory_order_relaxed);
+  return Entry{ino, stat_of(*i)};
+}
+
+Status Filesystem::unlink(uint64_t parent, std::string_view name) {
+  std::unique_lock lock(ns_mu_);
+  auto dir = find_locked(parent);
+  if (!dir) return Err{ENOENT};
+  if (!dir->is_dir()) return Err{ENOTDIR};
+  auto it = dir->dir.entries.find(name);
+  if (it == dir->dir.entries.end()) return Err{ENOENT};
+  auto i = find_locked(it->second.ino);
+  if (i->is_dir()) return Err{EISDIR};
+  remove_entry(*dir, name);
+  drop_link(i);
+  return {};
+}
+
+Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
+  std::unique_lock lock(ns_mu_);
+  auto dir = find_locked(parent);
+  if (!dir) return Err{ENOENT};
+  if (!dir->is_dir()) return Err{ENOTDIR};
+  if (name == ".") return Err{EINVAL};
+  if (name == "..") return Err{ENOTEMPTY};
+  auto it = dir->dir.entries.find(name);
+  if (it == dir->dir.entries.end()) return Err{ENOENT};
+  auto i = find_locked(it->second.ino);
+  if (!i->is_dir()) return Err{ENOTDIR};
+  if (!i->dir.entries.empty()) return Err{ENOTEMPTY};
+  remove_entry(*dir, name);
+  {
+    std::lock_guard dlock(dir->mu);
+    --dir->nlink;
+  }
+  {
+    std::lock_guard ilock(i->mu);
+    i->nlink = 0;
+    i->ctime = now();
+  }
+  maybe_destroy(i);
+  return {};
+}
+
+Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                          std::string_view new_name, unsigned flags) {
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Err{EINVAL};
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Err{EINVAL};
+  if (new_name.size() > kNameMax) return Err{ENAMETOOLONG};
+  std::unique_lock lock(ns_mu_);
+  auto from_dir = find_locked(parent);
+  auto to_dir = find_locked(new_parent);
+  if (!from_dir || !to_dir) return Err{ENOENT};
+  if (!from_dir->is_dir() || !to_dir->is_dir()) return Err{ENOTDIR};
+  auto from_it = from_dir->dir.entries.find(name);
+  if (from_it == from_dir->dir.entries.end()) return Err{ENOENT};
+  auto src = find_locked(from_it->second.ino);
+  auto to_it = to_dir->dir.entries.find(new_name);
+  std::shared_ptr<Inode> dst =
+      to_it == to_dir->dir.entries.end() ? nullptr : find_locked(to_it->second.ino);
+
+  if ((flags & RENAME_NOREPLACE) && dst) return Err{EEXIST};
+  if ((flags & RENAME_EXCHANGE) && !dst) return Err{ENOENT};
+  if (dst == src) return {};  // same inode: POSIX says do nothing
+
+  // A directory must not move below itself.
+  auto is_ancestor = [&](uint64_t anc, uint64_t ino) {
+    for (;;) {
+      if (ino == anc) return true;
+      if (ino == kRootIno) return false;
+      ino = find_locked(ino)->dir.parent;
+    }
+  };
+  if (src->is_dir() && is_ancestor(src->ino, new_parent)) return Err{EINVAL};
+  if ((flags & RENAME_EXCHANGE) && dst->is_dir() && is_ancestor(dst->ino, parent)) {
+    return Err{EINVAL};
+  }
+
+  auto move_dir_link = [&](Inode& d, Inode& from, Inode& to) {
+    if (!d.is_dir() || &from == &to) return;
+    d.dir.parent = to.ino;
+    std::scoped_lock locks(from.mu, to.mu);
+    --from.nlink;
+    ++to.nlink;
+  };
+  auto touch = [](Inode& i) {
+    std::lock_guard l(i.mu);
+    i.ctime = now();
+  };
+
+  if (flags & RENAME_EXCHANGE) {
+    from_it->second.ino = dst->ino;
+    to_it->second.ino = src->ino;
+    move_dir_link(*src, *from_dir, *to_dir);
+    move_dir_link(*dst, *to_dir, *from_dir);
+    touch_dir(*from_dir);
+    touch_dir(*to_dir);
+    touch(*src);
+    touch(*dst);
+    return {};
+  }
+
+  if (dst) {
+    if (src->is_dir() && !dst->is_dir()) return Err{ENOTDIR};
+    if (!src->is_dir() && dst->is_dir()) return Err{EISDIR};
+    if (dst->is_dir() && !dst->dir.entries.empty()) return Err{ENOTEMPTY};
+    remove_entry(*to_dir, new_name);
+    if (dst->is_dir()) {
+      {
+        std::lock_guard l(to_dir->mu);
+        --to_dir->nlink;
+      }
+      {
+        std::lock_guard l(dst->mu);
+        dst->nlink = 0;
+      }
+      maybe_destroy(dst);
+    } else {
+      drop_link(dst);
+    }
+  }
+  std::string moved(name);
+  remove_entry(*from_dir, moved);
+  add_entry(*to_dir, new_name, src->ino);
+  move_dir_link(*src, *from_dir, *to_dir);
+  touch(*src);
+  return {};
+}
+
+Result<std::string> Filesystem::readlink(uint64_t ino) {
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  if (i->type != S_IFLNK) return Err{EINVAL};
+  return i->symlink_target;
+}
+
+Status Filesystem::opendir(uint64_t ino) {
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  if (!i->is_dir()) return Err{ENOTDIR};
+  return {};
+}
+
+Status Filesystem::readdir(uint64_t ino, uint64_t offset, const DirFiller& add) {
+  std::shared_lock lock(ns_mu_);
+  auto d = find_locked(ino);
+  if (!d) return Err{ENOENT};
+  if (!d->is_dir()) return Err{ENOTDIR};
+  if (offset < 1 && !add(".", ino, S_IFDIR, 1)) return {};
+  if (offset < 2 && !add("..", d->dir.parent, S_IFDIR, 2)) return {};
+  for (auto it = d->dir.by_cookie.upper_bound(std::max<uint64_t>(offset, 2));
+       it != d->dir.by_cookie.end(); ++it) {
+    const DirEntry& e = d->dir.entries.find(it->second)->second;
+    if (!add(it->second, e.ino, find_locked(e.ino)->type, it->first)) break;
+  }
+  return {};
+}
+
+struct statvfs Filesystem::statfs() const {
+  struct statvfs s {};
+  AccountingSnapshot a = acc_.snapshot();
+  s.f_bsize = s.f_frsize = page_size_;
+  s.f_blocks = a.limit_pages;
+  s.f_bfree = s.f_bavail = a.limit_pages - std::min(a.limit_pages, a.charged_pages);
+  s.f_files = options_.nr_inodes;
+  s.f_ffree = s.f_favail = options_.nr_inodes - std::min(options_.nr_inodes, a.inodes);
+  s.f_namemax = kNameMax;
+  return s;
+}
+
+}  // namespace volfs

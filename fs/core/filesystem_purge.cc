@@ -1,0 +1,128 @@
+// Filesystem, the purge engine: phase 1 under the inode locks, phase 2 on the worker.
+// See filesystem.h for the interface and the lock order.
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#include <volfs/volfs.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "filesystem_internal.h"
+
+namespace volfs {
+
+void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
+  uint64_t max_pages = max_bytes == VOLFS_PURGE_ALL ? UINT64_MAX : max_bytes / page_size_;
+  std::vector<PurgeBatch> batches;
+  uint64_t pages = purge_pages(max_pages, batches);
+  post_finish(std::move(batches),
+              [this, pages, done = std::move(done)] { done(pages * page_size_); });
+}
+
+bool Filesystem::purge_for_space(uint64_t pages) {
+  std::vector<PurgeBatch> batches;
+  uint64_t n = purge_pages(pages, batches);
+  // The store memory is free now; the kernel's copies go on the worker, as
+  // this handler may be the write-back that the invalidation waits for.
+  post_finish(std::move(batches), nullptr);
+  return n > 0;
+}
+
+uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {
+  uint64_t total = 0;
+  while (total < max_pages) {
+    std::optional<PurgeEntry> e = queue_.front();
+    if (!e) break;
+    uint64_t n = purge_entry(*e, max_pages - total, out);
+    if (n == 0) {
+      // The entry changed between front() and the inode's lock; a queue
+      // entry always has purgeable pages, so a second miss means it is gone.
+      std::optional<PurgeEntry> again = queue_.front();
+      if (again && again->seq == e->seq && again->prio == e->prio) {
+        assert(!"purge queue entry without purgeable pages");
+        break;
+      }
+    }
+    total += n;
+  }
+  return total;
+}
+
+uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
+                                 std::vector<PurgeBatch>& out) {
+  std::shared_ptr<Inode> i = find(e.ino);
+  if (!i || !i->is_reg()) return 0;
+  std::unique_lock io(i->io_mu);
+  std::lock_guard lock(i->mu);
+  uint32_t id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
+  if (id == 0) id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
+  std::vector<PageRange> victims = i->state->purge(e.range, e.seq, max_pages, id);
+  uint64_t pages = 0;
+  for (const PageRange& v : victims) {
+    // Punching the memfd frees the memory now. Should it fail (it cannot for
+    // a memfd short of a kernel bug), the pages still read as purged.
+    (void)i->store->punch(v.first * page_size_, v.pages() * page_size_);
+    pages += v.pages();
+  }
+  if (pages == 0) return 0;
+  acc_.uncharge(pages);
+  out.push_back(PurgeBatch{i, id, std::move(victims)});
+  return pages;
+}
+
+void Filesystem::post_finish(std::vector<PurgeBatch> batches, std::function<void()> then) {
+  if (batches.empty() || !worker_) {
+    finish_purge(batches);
+    if (then) then();
+    return;
+  }
+  worker_->post([this, batches = std::move(batches), then = std::move(then)] {
+    finish_purge(batches);
+    if (then) then();
+  });
+}
+
+void Filesystem::finish_purge(const std::vector<PurgeBatch>& batches) {
+  auto invalidate_all = [&] {
+    if (!invalidator_) return;
+    for (const PurgeBatch& b : batches) {
+      for (const PageRange& r : b.ranges) {
+        invalidator_->invalidate(b.inode->ino, r.first * page_size_, r.pages() * page_size_);
+      }
+    }
+  };
+  // 1. Drop the kernel's copies. Dirty ones come back as WRITEs first; they
+  //    hit PURGING pages and are dropped, so purged data is not resurrected.
+  invalidate_all();
+  // 2. Writes are accepted again. Unmarks still wait (settling): step 3 may
+  //    still drop a cached page that the store does not hold.
+  for (const PurgeBatch& b : batches) {
+    std::lock_guard lock(b.inode->mu);
+    b.inode->state->finish_purge(PageRange{b.ranges.front().first, b.ranges.back().end},
+                                 b.purge_id);
+    ++b.inode->settling;
+  }
+  // 3. A page faulted in and dirtied during step 1 is written back now and
+  //    kept (its page is purged-but-volatile, so keeping it is allowed), and
+  //    a cached page whose write-back step 1 dropped is dropped, so the
+  //    kernel and the store agree again.
+  invalidate_all();
+  // 4. Unmarks that waited for this purge answer now.
+  std::vector<std::function<void()>> waiters;
+  for (const PurgeBatch& b : batches) {
+    std::lock_guard lock(b.inode->mu);
+    if (--b.inode->settling == 0) {
+      for (auto& w : b.inode->waiters) waiters.push_back(std::move(w));
+      b.inode->waiters.clear();
+    }
+  }
+  for (auto& w : waiters) w();
+}
+
+}  // namespace volfs

@@ -1,0 +1,142 @@
+// Filesystem, volatile ranges: mark, unmark (batches) and range status.
+// See filesystem.h for the interface and the lock order.
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#include <volfs/volfs.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "filesystem_internal.h"
+
+namespace volfs {
+
+Result<PageRange> Filesystem::volatile_range(const Inode& i, ByteRange r, bool for_mark) const {
+  if (r.offset % page_size_ || r.length % page_size_) return Err{EINVAL};
+  if (r.offset > UINT64_MAX - r.length) return Err{EINVAL};
+  uint64_t file_pages = (i.size + page_size_ - 1) / page_size_;
+  uint64_t first = r.offset / page_size_;
+  uint64_t end = r.length ? (r.offset + r.length) / page_size_ : std::max(first, file_pages);
+  // Volatile pages live inside the file (truncate takes them away), so a
+  // mark may not reach past its end; unmark and status may, harmlessly.
+  if (for_mark && end > file_pages) return Err{EINVAL};
+  return PageRange{first, end};
+}
+
+void Filesystem::mark(const OpenFile& f, ByteRange r, uint32_t flags, MarkDone done) {
+  mark_batch(f, {MarkRequest{r, flags}}, std::move(done));
+}
+
+void Filesystem::unmark(const OpenFile& f, ByteRange r, UnmarkDone done) {
+  unmark_batch(f, {r}, [done = std::move(done)](Result<std::vector<bool>> purged) {
+    if (!purged.ok()) return done(Err{purged.err()});
+    done(bool{purged->front()});
+  });
+}
+
+void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& ranges,
+                            MarkDone done) {
+  std::shared_ptr<Inode> i = f.inode;
+  if (!i->is_reg()) return done(Err{EINVAL});
+  if (!f.writable()) return done(Err{EBADF});
+  for (const MarkRequest& m : ranges) {
+    if (m.flags & ~VOLFS_MARK_VALID_FLAGS) return done(Err{EINVAL});
+    if ((m.flags & VOLFS_MARK_PRIORITY_MASK) && !(m.flags & VOLFS_MARK_HAS_PRIORITY)) {
+      return done(Err{EINVAL});
+    }
+  }
+  std::vector<PurgeEntry> entries;
+  entries.reserve(ranges.size());
+  int err = 0;  // answered after mu is released
+  {
+    std::lock_guard lock(i->mu);
+    std::vector<PageRange> pages;
+    pages.reserve(ranges.size());
+    for (const MarkRequest& m : ranges) {
+      Result<PageRange> p = volatile_range(*i, m.range, /*for_mark=*/true);
+      if (!p.ok()) {
+        err = p.err();
+        break;
+      }
+      pages.push_back(*p);
+    }
+    for (size_t k = 0; k < pages.size() && !err; ++k) {
+      const uint32_t flags = ranges[k].flags;
+      uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
+                         ? static_cast<uint8_t>((flags & VOLFS_MARK_PRIORITY_MASK) >>
+                                                VOLFS_MARK_PRIORITY_SHIFT)
+                         : VOLFS_PRIORITY_DEFAULT;
+      uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+      i->state->mark(pages[k], prio, flags & VOLFS_MARK_STRICT, seq);
+      entries.push_back(PurgeEntry{.prio = prio, .seq = seq, .ino = i->ino, .range = pages[k]});
+    }
+  }
+  if (err) return done(Err{err});
+  if (!options_.purge_on_mark) return done({});
+  // Debug mode: purge what was just marked, and answer once every mapping
+  // sees it, so applications meet the purged state as early as possible.
+  std::vector<PurgeBatch> batches;
+  for (const PurgeEntry& e : entries) purge_entry(e, UINT64_MAX, batches);
+  post_finish(std::move(batches), [done = std::move(done)] { done({}); });
+}
+
+void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges,
+                              UnmarkBatchDone done) {
+  std::shared_ptr<Inode> i = f.inode;
+  if (!i->is_reg()) return done(Err{EINVAL});
+  if (!f.writable()) return done(Err{EBADF});
+  auto job = std::make_shared<UnmarkJob>();
+  job->inode = i;
+  job->done = std::move(done);
+  int err = 0;  // answered after mu is released
+  {
+    std::lock_guard lock(i->mu);
+    for (const ByteRange& r : ranges) {
+      Result<PageRange> p = volatile_range(*i, r, /*for_mark=*/false);
+      if (!p.ok()) {
+        err = p.err();
+        break;
+      }
+      job->ranges.push_back(*p);
+    }
+  }
+  if (err) return job->done(Err{err});
+  try_unmark(std::move(job));
+}
+
+void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
+  std::unique_lock lock(job->inode->mu);
+  for (; job->next < job->ranges.size(); ++job->next) {
+    UnmarkResult res = job->inode->settling ? UnmarkResult::kBusy
+                                            : job->inode->state->unmark(job->ranges[job->next]);
+    if (res == UnmarkResult::kBusy) {
+      // A purge of a page in the range is finishing (or, settling, of a page
+      // of this file). Its last step runs this again, which goes on from
+      // this range. Answering before then would let it drop a write made
+      // after the unmark returned, or let its last invalidation turn a page
+      // that is non-volatile by then into zeros.
+      job->inode->waiters.push_back([this, job] { try_unmark(job); });
+      return;
+    }
+    job->purged.push_back(res == UnmarkResult::kPurged);
+  }
+  lock.unlock();
+  job->done(std::move(job->purged));
+}
+
+Result<RangeStatus> Filesystem::range_status(const OpenFile& f, ByteRange r) {
+  Inode& i = *f.inode;
+  if (!i.is_reg()) return Err{EINVAL};
+  std::lock_guard lock(i.mu);
+  Result<PageRange> pages = volatile_range(i, r, /*for_mark=*/false);
+  if (!pages.ok()) return Err{pages.err()};
+  return i.state->status(*pages);
+}
+
+}  // namespace volfs

@@ -1,0 +1,83 @@
+// Filesystem, extended attributes: the user.* namespace, as tmpfs offers it.
+// See filesystem.h for the interface and the lock order.
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#include <volfs/volfs.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "filesystem_internal.h"
+
+namespace volfs {
+
+namespace {
+Status check_xattr_name(std::string_view name) {
+  if (name.size() > XATTR_NAME_MAX) return Err{ERANGE};
+  if (name.substr(0, 5) != "user." || name.size() == 5) return Err{EOPNOTSUPP};
+  return {};
+}
+}  // namespace
+
+Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_view value,
+                            int flags) {
+  if (Status s = check_xattr_name(name); !s.ok()) return s;
+  if (value.size() > kXattrValueMax) return Err{E2BIG};
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  std::lock_guard lock(i->mu);
+  auto it = i->xattrs.find(name);
+  if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return Err{EEXIST};
+  if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return Err{ENODATA};
+  if (it == i->xattrs.end()) {
+    i->xattrs.emplace(std::string(name), std::string(value));
+  } else {
+    it->second = std::string(value);
+  }
+  i->ctime = now();
+  return {};
+}
+
+Result<std::string> Filesystem::getxattr(uint64_t ino, std::string_view name) {
+  if (Status s = check_xattr_name(name); !s.ok()) {
+    return Err{s.err() == EOPNOTSUPP ? ENODATA : s.err()};
+  }
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  std::lock_guard lock(i->mu);
+  auto it = i->xattrs.find(name);
+  if (it == i->xattrs.end()) return Err{ENODATA};
+  return it->second;
+}
+
+Result<std::string> Filesystem::listxattr(uint64_t ino) {
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  std::lock_guard lock(i->mu);
+  std::string out;
+  for (const auto& [name, value] : i->xattrs) {
+    out += name;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
+  if (Status s = check_xattr_name(name); !s.ok()) return s;
+  auto i = find(ino);
+  if (!i) return Err{ENOENT};
+  std::lock_guard lock(i->mu);
+  auto it = i->xattrs.find(name);
+  if (it == i->xattrs.end()) return Err{ENODATA};
+  i->xattrs.erase(it);
+  i->ctime = now();
+  return {};
+}
+
+}  // namespace volfs
