@@ -41,6 +41,10 @@ class Accounting {
     } while (!charged_.compare_exchange_weak(cur, cur + pages, std::memory_order_relaxed));
     return true;
   }
+  // Charges pages that are resident already, limit or not: FUSE passthrough
+  // writes reach the store without the daemon, which finds them afterwards
+  // (the private tmpfs of the store enforced the limit on them).
+  void charge_found(uint64_t pages) { charged_.fetch_add(pages, std::memory_order_relaxed); }
   void uncharge(uint64_t pages) {
     [[maybe_unused]] uint64_t before = charged_.fetch_sub(pages, std::memory_order_relaxed);
     assert(before >= pages);

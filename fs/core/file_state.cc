@@ -12,6 +12,8 @@ void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n
   auto delta = [n64](bool before, bool after) { return (int64_t{after} - int64_t{before}) * n64; };
   acc_.add_resident(delta(o.resident, n.resident));
   resident_pages_ += static_cast<uint64_t>(delta(o.resident, n.resident));
+  strict_pages_ +=
+      static_cast<uint64_t>(delta(o.is_volatile && o.strict, n.is_volatile && n.strict));
   acc_.add_volatile(delta(o.is_volatile, n.is_volatile));
   acc_.add_volatile_resident(delta(o.is_volatile && o.resident, n.is_volatile && n.resident));
   acc_.add_purged(delta(o.is_volatile && o.purged, n.is_volatile && n.purged));
@@ -79,6 +81,28 @@ uint64_t FileState::make_resident(PageRange r) {
     f.resident = true;
   });
   return added;
+}
+
+std::pair<uint64_t, uint64_t> FileState::sync_resident(PageRange r,
+                                                       const std::vector<PageRange>& data) {
+  uint64_t added = 0, removed = 0;
+  auto set = [&](PageRange p, bool resident) {
+    if (p.first >= p.end) return;
+    update(p, [&](PageRange q, PageFlags& f) {
+      if (f.resident == resident) return;
+      (resident ? added : removed) += q.pages();
+      f.resident = resident;
+    });
+  };
+  uint64_t pos = r.first;
+  for (const PageRange& d : data) {
+    assert(d.first >= pos && d.end <= r.end);
+    set(PageRange{pos, d.first}, false);
+    set(d, true);
+    pos = d.end;
+  }
+  set(PageRange{pos, r.end}, false);
+  return {added, removed};
 }
 
 uint64_t FileState::nonresident_in(PageRange r) const {

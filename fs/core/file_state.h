@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "accounting.h"
@@ -56,6 +57,11 @@ class FileState {
   // counted by nonresident_in).
   uint64_t make_resident(PageRange r);
   uint64_t nonresident_in(PageRange r) const;
+  // Sets the resident bit of every page of r to whether the store holds data
+  // there: `data` are the runs that do, in order, inside r (FUSE passthrough:
+  // writes and stores reach the store without the daemon). Returns the pages
+  // that became resident and those that stopped being, to charge and uncharge.
+  std::pair<uint64_t, uint64_t> sync_resident(PageRange r, const std::vector<PageRange>& data);
 
   // Forgets every state of the pages (truncate, punch, delete). Returns the
   // number of resident pages dropped, for the caller to uncharge.
@@ -76,6 +82,7 @@ class FileState {
 
   const PageMap& map() const { return map_; }
   uint64_t resident_pages() const { return resident_pages_; }
+  uint64_t strict_pages() const { return strict_pages_; }  // volatile and strict
   uint64_t ino() const { return ino_; }
 
  private:
@@ -100,6 +107,7 @@ class FileState {
   PageMap map_;
   std::unordered_map<uint64_t, MarkInfo> marks_;  // by seq
   uint64_t resident_pages_ = 0;
+  uint64_t strict_pages_ = 0;
 };
 
 }  // namespace volfs

@@ -19,8 +19,11 @@
 
 namespace volfs {
 
-Filesystem::Filesystem(const MountOptions& options, uint64_t page_size)
-    : options_(options), page_size_(page_size), acc_(page_size, options.size_bytes / page_size) {
+Filesystem::Filesystem(const MountOptions& options, uint64_t page_size, Backing backing)
+    : options_(options),
+      page_size_(page_size),
+      backing_(std::move(backing)),
+      acc_(page_size, options.size_bytes / page_size) {
   auto root = std::make_shared<Inode>(kRootIno, S_IFDIR);
   root->mode = S_IFDIR | (options.root_mode & 07777);
   root->uid = options.uid;
@@ -47,7 +50,7 @@ void Filesystem::start(CacheInvalidator* invalidator) {
     source = std::make_unique<WatermarkPressure>(options_.purge_high_pct, options_.purge_low_pct);
   }
   worker_ = std::make_unique<PurgeWorker>(
-      std::move(source), [this] { return acc_.snapshot(); },
+      std::move(source), [this] { return pressure_snapshot(); },
       [this](uint64_t pages) {
         std::vector<PurgeBatch> batches;
         purge_pages(pages, batches);
@@ -86,7 +89,11 @@ struct stat Filesystem::stat_of(Inode& i) {
     st.st_size = static_cast<off_t>(i.size);
   }
   if (i.is_reg()) {
-    st.st_blocks = static_cast<blkcnt_t>(i.state->resident_pages() * (page_size_ / 512));
+    sync_with_store(i, PageRange{0, 0});
+    st.st_size = static_cast<off_t>(i.size);
+    // The store's own count: exact in both io modes, each page once.
+    struct stat backing {};
+    st.st_blocks = i.store->stat(backing) == 0 ? backing.st_blocks : 0;
   }
   st.st_atim = i.atime;
   st.st_mtim = i.mtime;
@@ -122,11 +129,62 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a) {
     if (a.set_atime) i->atime = a.atime_now ? t : a.atime;
     if (a.set_mtime) i->mtime = a.mtime_now ? t : a.mtime;
     i->ctime = a.set_ctime ? a.ctime : t;
+    // The store's mtime follows, so that sync_with_store, which takes the
+    // later of the two, sees passthrough writes after this and nothing else.
+    if (i->is_reg() && a.set_mtime) (void)i->store->set_times(i->atime, i->mtime);
   }
   return stat_of(*i);
 }
 
+AccountingSnapshot Filesystem::stats() {
+  sync_passthrough_files();
+  return acc_.snapshot();
+}
+
+void Filesystem::sync_passthrough_files() {
+  if (!passthrough()) return;
+  std::vector<std::shared_ptr<Inode>> files;
+  {
+    std::shared_lock lock(ns_mu_);
+    for (const auto& [ino, i] : inodes_) {
+      if (i->is_reg()) files.push_back(i);
+    }
+  }
+  for (const auto& i : files) {
+    std::lock_guard lock(i->mu);
+    sync_with_store(*i, PageRange{0, FileState::kEndOfFile});
+  }
+}
+
+AccountingSnapshot Filesystem::pressure_snapshot() const {
+  AccountingSnapshot s = acc_.snapshot();
+  if (std::optional<uint64_t> used = backing_.used_pages()) {
+    s.charged_pages = std::max(s.charged_pages, *used);
+  }
+  return s;
+}
+
+void Filesystem::sync_with_store(Inode& i, PageRange r) {
+  if (i.passthrough_opens == 0) return;
+  struct stat st {};
+  if (i.store->stat(st) < 0) return;
+  i.size = static_cast<uint64_t>(st.st_size);
+  auto later = [](timespec& mine, const timespec& theirs) {
+    if (theirs.tv_sec > mine.tv_sec ||
+        (theirs.tv_sec == mine.tv_sec && theirs.tv_nsec > mine.tv_nsec)) {
+      mine = theirs;
+    }
+  };
+  later(i.mtime, st.st_mtim);
+  later(i.ctime, st.st_ctim);
+  if (r.first >= r.end) return;
+  auto [added, removed] = i.state->sync_resident(r, i.store->data_runs(r, page_size_, i.size));
+  acc_.charge_found(added);
+  acc_.uncharge(removed);
+}
+
 Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
+  sync_with_store(i, PageRange{0, 0});
   if (size < i.size) {
     // Pages wholly past the new end lose all state, volatile or not; a
     // partial last page stays (the store zeroes its tail).

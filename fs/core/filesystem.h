@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -90,6 +91,14 @@ class Inode {
   std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
   int settling = 0;  // purges between clearing PURGING and their last invalidation
+  // Io mode (docs/design.md, "Io modes"). The kernel refuses to mix FUSE
+  // passthrough and cached opens of one inode, so the mode of the first
+  // open holds until the last release.
+  bool prefer_cached = false;  // user.volfs.iomode=cached, or strict pages
+  int passthrough_opens = 0;
+  int cached_opens = 0;
+  int backing_id = 0;        // the kernel's id of the store while passthrough_opens > 0
+  bool cache_stale = false;  // the kernel's page cache may predate passthrough writes
 
   // GUARDED_BY(Filesystem::ns_mu_)
   Directory dir;         // directories
@@ -104,6 +113,8 @@ class Inode {
 struct OpenFile {
   std::shared_ptr<Inode> inode;
   int flags = 0;
+  bool passthrough = false;  // the kernel passes reads, writes and mmap to the store
+  bool keep_cache = true;    // cached opens: the kernel's page cache of the inode is valid
   bool writable() const { return (flags & O_ACCMODE) != O_RDONLY; }
 };
 
@@ -131,7 +142,7 @@ struct ByteRange {
 
 class Filesystem {
  public:
-  Filesystem(const MountOptions& options, uint64_t page_size);
+  Filesystem(const MountOptions& options, uint64_t page_size, Backing backing = Backing::memfds());
   ~Filesystem();
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
@@ -165,8 +176,22 @@ class Filesystem {
   Status opendir(uint64_t ino);
   struct statvfs statfs() const;
 
-  // Files.
+  // Files. An open of a regular file takes the io mode of the inode's other
+  // opens, or with none: passthrough if enabled and the file neither prefers
+  // the cached mode nor holds strict volatile pages.
   Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
+  // A passthrough open needs the kernel's id of the store: register(fd)
+  // makes one (> 0) or fails (<= 0: the open falls back to the cached mode,
+  // and f.passthrough turns false). Returns the id, 0 after a fallback.
+  int backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd);
+  // The kernel released f. Returns the backing id to unregister, if f was
+  // the inode's last passthrough open.
+  std::optional<int> release(OpenFile& f);
+  // Whether opens may use FUSE passthrough (the kernel agreed at INIT and the
+  // store lives on a private tmpfs that enforces size=).
+  void set_passthrough(bool on) { passthrough_.store(on, std::memory_order_relaxed); }
+  bool passthrough() const { return passthrough_.load(std::memory_order_relaxed); }
+  const Backing& backing() const { return backing_; }
   Result<Entry> create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
   // Calls reply(fd, off, len) with the store's bytes while the store lock is
   // held; len is clamped to the file size. Errors come back without a reply.
@@ -203,7 +228,9 @@ class Filesystem {
   void mark_batch(const OpenFile& f, const std::vector<MarkRequest>& ranges, MarkDone done);
   void unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges, UnmarkBatchDone done);
   Result<RangeStatus> range_status(const OpenFile& f, ByteRange r);
-  AccountingSnapshot stats() const { return acc_.snapshot(); }
+  // Exact at the moment it is taken: files open in passthrough are synced
+  // with their stores first.
+  AccountingSnapshot stats();
   // Purges up to max_bytes in purge order; done(bytes purged) after every
   // mapping sees the purged state.
   void purge(uint64_t max_bytes, PurgeDone done);
@@ -238,8 +265,14 @@ class Filesystem {
   void drop_link(const std::shared_ptr<Inode>& i);  // nlink--, may destroy
   void maybe_destroy(const std::shared_ptr<Inode>& i);
   void touch_dir(Inode& dir);
+  void inherit_iomode(const Inode& dir, Inode& child);  // dir.mu held
 
   Status truncate_locked(Inode& i, uint64_t size);  // io_mu exclusive + mu held
+  // Passthrough writes and stores reach the store without the daemon: while
+  // the inode has passthrough opens, bring its size and times, and the
+  // resident bits of r (none if r is empty) in line with the store. mu held.
+  void sync_with_store(Inode& i, PageRange r);
+  void sync_passthrough_files();  // every file with passthrough opens, whole
   Result<PageRange> volatile_range(const Inode& i, ByteRange r, bool for_mark) const;
 
   // Purge phase 1: under the inode's locks, take purgeable pages, punch them
@@ -251,9 +284,14 @@ class Filesystem {
   void finish_purge(const std::vector<PurgeBatch>& batches);
   void post_finish(std::vector<PurgeBatch> batches, std::function<void()> then);
   bool purge_for_space(uint64_t pages);
+  // For the pressure sources: with a private tmpfs, its own count of used
+  // pages bounds the charge from below (passthrough writes are found late).
+  AccountingSnapshot pressure_snapshot() const;
 
   const MountOptions options_;
   const uint64_t page_size_;
+  Backing backing_;
+  std::atomic<bool> passthrough_{false};  // relaxed: set once at INIT, before any open
   Accounting acc_;
   PurgeQueue queue_;
   std::atomic<uint64_t> next_seq_{1};       // mark order; relaxed: only uniqueness matters

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <utility>
 
 #include "filesystem_internal.h"
 
@@ -30,9 +31,63 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
     }
   }
   auto f = std::make_unique<OpenFile>();
-  f->inode = std::move(i);
   f->flags = flags;
+  if (i->is_reg()) {
+    std::lock_guard lock(i->mu);
+    if (i->passthrough_opens) {
+      f->passthrough = true;
+    } else if (!i->cached_opens) {
+      f->passthrough = passthrough() && !i->prefer_cached && i->state->strict_pages() == 0;
+    }
+    if (f->passthrough) {
+      ++i->passthrough_opens;
+    } else {
+      // The first cached open after a passthrough period drops the kernel's
+      // copies: passthrough writes went around them.
+      if (i->cached_opens++ == 0 && i->cache_stale) f->keep_cache = false;
+      i->cache_stale = false;
+    }
+  }
+  f->inode = std::move(i);
   return f;
+}
+
+int Filesystem::backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd) {
+  Inode& i = *f.inode;
+  assert(f.passthrough);
+  std::lock_guard lock(i.mu);
+  if (i.backing_id > 0) return i.backing_id;
+  int id = register_fd(i.store->fd());
+  if (id > 0) return i.backing_id = id;
+  // Only this open is in passthrough (another would have registered the
+  // store), so the inode can still turn cached.
+  assert(i.passthrough_opens == 1 && i.cached_opens == 0);
+  i.passthrough_opens = 0;
+  f.passthrough = false;
+  f.keep_cache = !i.cache_stale;
+  i.cache_stale = false;
+  i.cached_opens = 1;
+  return 0;
+}
+
+std::optional<int> Filesystem::release(OpenFile& f) {
+  Inode& i = *f.inode;
+  if (!i.is_reg()) return std::nullopt;
+  std::lock_guard lock(i.mu);
+  if (!f.passthrough) {
+    assert(i.cached_opens > 0);
+    --i.cached_opens;
+    return std::nullopt;
+  }
+  assert(i.passthrough_opens > 0);
+  // Last passthrough open: take the store's state once more; from now on
+  // nothing writes it behind the daemon's back.
+  if (i.passthrough_opens == 1) sync_with_store(i, PageRange{0, FileState::kEndOfFile});
+  if (--i.passthrough_opens) return std::nullopt;
+  i.cache_stale = true;
+  int id = std::exchange(i.backing_id, 0);
+  if (id <= 0) return std::nullopt;
+  return id;
 }
 
 Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const ReadReply& reply) {
@@ -117,6 +172,7 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     // as zeros and cost nothing until written.
     std::unique_lock io(i.io_mu);
     std::lock_guard lock(i.mu);
+    sync_with_store(i, PageRange{0, 0});
     if (int r = i.store->punch(off, len); r < 0) return Err{-r};
     uint64_t first = (off + page_size_ - 1) / page_size_;
     uint64_t last = end / page_size_;
@@ -133,6 +189,7 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
   for (int attempt = 0;; ++attempt) {
     std::unique_lock io(i.io_mu);
     std::unique_lock lock(i.mu);
+    sync_with_store(i, pages);
     uint64_t need = i.state->nonresident_in(pages);
     if (need && !acc_.try_charge(need)) {
       lock.unlock();
@@ -163,6 +220,7 @@ Result<uint64_t> Filesystem::lseek(const OpenFile& f, uint64_t off, int whence) 
   std::shared_lock io(i.io_mu);
   {
     std::lock_guard lock(i.mu);
+    sync_with_store(i, PageRange{0, 0});
     if (off >= i.size) return Err{ENXIO};
   }
   int64_t r = i.store->seek(off, whence);

@@ -112,6 +112,7 @@ Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode
   i->gid = c.gid;
   {
     std::lock_guard dlock(dir->mu);
+    inherit_iomode(*dir, *i);
     if (dir->mode & S_ISGID) {  // BSD group semantics of setgid directories
       i->gid = dir->gid;
       if (i->is_dir()) i->mode |= S_ISGID;
@@ -122,7 +123,7 @@ Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode
   i->atime = i->mtime = i->ctime = now();
   if (i->is_reg()) {
     i->store = std::make_unique<Store>();
-    if (int r = i->store->open(); r < 0) {
+    if (int r = i->store->open(backing_); r < 0) {
       acc_.add_inodes(-1);
       return Err{-r};
     }
@@ -353,7 +354,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, const DirFiller& add) 
 
 struct statvfs Filesystem::statfs() const {
   struct statvfs s {};
-  AccountingSnapshot a = acc_.snapshot();
+  AccountingSnapshot a = pressure_snapshot();
   s.f_bsize = s.f_frsize = page_size_;
   s.f_blocks = a.limit_pages;
   s.f_bfree = s.f_bavail = a.limit_pages - std::min(a.limit_pages, a.charged_pages);

@@ -36,8 +36,16 @@ bool Filesystem::purge_for_space(uint64_t pages) {
 
 uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {
   uint64_t total = 0;
+  bool rescanned = false;
   while (total < max_pages) {
     std::optional<PurgeEntry> e = queue_.front();
+    if (!e && !rescanned) {
+      // Volatile pages that were holes when marked and were stored since,
+      // through passthrough, are in no queue entry yet: look for them once.
+      rescanned = true;
+      sync_passthrough_files();
+      e = queue_.front();
+    }
     if (!e) break;
     uint64_t n = purge_entry(*e, max_pages - total, out);
     if (n == 0) {
@@ -60,18 +68,31 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   if (!i || !i->is_reg()) return 0;
   std::unique_lock io(i->io_mu);
   std::lock_guard lock(i->mu);
+  // In passthrough the store is the only copy, and the daemon learns which
+  // pages hold data only by asking it: a page stored since the mark is
+  // purged too, a page never stored is no loss and stays intact.
+  const bool passthrough = i->passthrough_opens > 0;
+  sync_with_store(*i, e.range);
   uint32_t id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   if (id == 0) id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   std::vector<PageRange> victims = i->state->purge(e.range, e.seq, max_pages, id);
   uint64_t pages = 0;
   for (const PageRange& v : victims) {
-    // Punching the memfd frees the memory now. Should it fail (it cannot for
-    // a memfd short of a kernel bug), the pages still read as purged.
+    // Punching the store frees the memory now, and in passthrough every
+    // mapping and read sees the hole at once. Should it fail (it cannot for
+    // tmpfs short of a kernel bug), the pages still read as purged.
     (void)i->store->punch(v.first * page_size_, v.pages() * page_size_);
     pages += v.pages();
   }
   if (pages == 0) return 0;
   acc_.uncharge(pages);
+  if (passthrough) {
+    // No kernel page cache to drop: the purge is complete. A store racing
+    // the punch lands before it (lost, and the page answers PURGED) or
+    // after it (kept, and the page still answers PURGED): never INTACT.
+    i->state->finish_purge(PageRange{victims.front().first, victims.back().end}, id);
+    return pages;
+  }
   out.push_back(PurgeBatch{i, id, std::move(victims)});
   return pages;
 }

@@ -56,6 +56,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
+    sync_with_store(*i, PageRange{0, 0});
     std::vector<PageRange> pages;
     pages.reserve(ranges.size());
     for (const MarkRequest& m : ranges) {
@@ -64,8 +65,16 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
         err = p.err();
         break;
       }
+      // Strict pages need the kernel to ask the daemon before each access,
+      // which passthrough opens never do.
+      if ((m.flags & VOLFS_MARK_STRICT) && i->passthrough_opens) {
+        err = EOPNOTSUPP;
+        break;
+      }
       pages.push_back(*p);
     }
+    // Which pages hold data: passthrough writes went around the daemon.
+    for (size_t k = 0; k < pages.size() && !err; ++k) sync_with_store(*i, pages[k]);
     for (size_t k = 0; k < pages.size() && !err; ++k) {
       const uint32_t flags = ranges[k].flags;
       uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
@@ -97,6 +106,7 @@ void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& r
   int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
+    sync_with_store(*i, PageRange{0, 0});
     for (const ByteRange& r : ranges) {
       Result<PageRange> p = volatile_range(*i, r, /*for_mark=*/false);
       if (!p.ok()) {
@@ -134,8 +144,10 @@ Result<RangeStatus> Filesystem::range_status(const OpenFile& f, ByteRange r) {
   Inode& i = *f.inode;
   if (!i.is_reg()) return Err{EINVAL};
   std::lock_guard lock(i.mu);
+  sync_with_store(i, PageRange{0, 0});
   Result<PageRange> pages = volatile_range(i, r, /*for_mark=*/false);
   if (!pages.ok()) return Err{pages.err()};
+  sync_with_store(i, *pages);
   return i.state->status(*pages);
 }
 

@@ -23,7 +23,18 @@ Status check_xattr_name(std::string_view name) {
   if (name.substr(0, 5) != "user." || name.size() == 5) return Err{EOPNOTSUPP};
   return {};
 }
+
+// The io mode preference of a file, or of the files made in a directory
+// (docs/volatile-ranges.md, "Strict pages and io modes").
+constexpr std::string_view kIoModeXattr = "user.volfs.iomode";
 }  // namespace
+
+void Filesystem::inherit_iomode(const Inode& dir, Inode& child) {
+  auto it = dir.xattrs.find(kIoModeXattr);
+  if (it == dir.xattrs.end()) return;
+  child.xattrs.emplace(it->first, it->second);
+  child.prefer_cached = it->second == "cached";
+}
 
 Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_view value,
                             int flags) {
@@ -35,6 +46,10 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_vie
   auto it = i->xattrs.find(name);
   if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return Err{EEXIST};
   if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return Err{ENODATA};
+  if (name == kIoModeXattr) {
+    if (value != "cached" && value != "passthrough") return Err{EINVAL};
+    i->prefer_cached = value == "cached";  // from the next first open on
+  }
   if (it == i->xattrs.end()) {
     i->xattrs.emplace(std::string(name), std::string(value));
   } else {
@@ -75,6 +90,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   std::lock_guard lock(i->mu);
   auto it = i->xattrs.find(name);
   if (it == i->xattrs.end()) return Err{ENODATA};
+  if (name == kIoModeXattr) i->prefer_cached = false;
   i->xattrs.erase(it);
   i->ctime = now();
   return {};

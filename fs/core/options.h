@@ -22,6 +22,9 @@ struct MountOptions {
   unsigned purge_high_pct = 0;  // 0: no watermark purging
   unsigned purge_low_pct = 0;
   bool purge_on_mark = false;
+  // FUSE passthrough for regular files where the kernel and libfuse allow
+  // it (passthrough=off forces the cached io mode everywhere).
+  bool passthrough = true;
   // Kernel read-ahead of the mount (its bdi's read_ahead_kb); 0 keeps the
   // kernel's default. See docs/benchmarks.md for why 512 KiB.
   uint64_t readahead_bytes = 512 << 10;

@@ -1,22 +1,71 @@
-// Store: thin -errno wrappers around a memfd. See store.h.
+// Store and Backing: thin -errno wrappers around tmpfs files. See store.h.
 #include "store.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace volfs {
+
+Backing Backing::make(uint64_t size_bytes, uint64_t nr_inodes) {
+  Backing b;
+  auto fail = [&](const char* step) {
+    b.why_ = std::string(step) + ": " + std::strerror(errno);
+    return std::move(b);
+  };
+  int fs = ::fsopen("tmpfs", FSOPEN_CLOEXEC);
+  if (fs < 0) return fail("fsopen(tmpfs)");
+  // One inode more than the mount's: the private root directory.
+  std::string size = std::to_string(size_bytes), inodes = std::to_string(nr_inodes + 1);
+  if (::fsconfig(fs, FSCONFIG_SET_STRING, "size", size.c_str(), 0) < 0 ||
+      ::fsconfig(fs, FSCONFIG_SET_STRING, "nr_inodes", inodes.c_str(), 0) < 0 ||
+      ::fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0700", 0) < 0 ||
+      ::fsconfig(fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0) {
+    Backing r = fail("fsconfig(tmpfs)");
+    ::close(fs);
+    return r;
+  }
+  int mnt =
+      ::fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+  ::close(fs);
+  if (mnt < 0) return fail("fsmount(tmpfs)");
+  b.dir_fd_ = mnt;  // a detached mount lives as long as this fd and its files
+  return b;
+}
+
+Backing::~Backing() {
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+int Backing::create_file() const {
+  int fd = dir_fd_ >= 0 ? ::openat(dir_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
+                        : ::memfd_create("volfs", MFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+std::optional<uint64_t> Backing::used_pages() const {
+  if (dir_fd_ < 0) return std::nullopt;
+  struct statfs s {};
+  if (::fstatfs(dir_fd_, &s) < 0) return std::nullopt;
+  return static_cast<uint64_t>(s.f_blocks - s.f_bfree);
+}
 
 Store::~Store() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-int Store::open() {
-  fd_ = ::memfd_create("volfs", MFD_CLOEXEC);
-  return fd_ < 0 ? -errno : 0;
+int Store::open(const Backing& backing) {
+  int fd = backing.create_file();
+  if (fd < 0) return fd;
+  fd_ = fd;
+  return 0;
 }
 
 ssize_t Store::pwrite(const void* buf, size_t len, uint64_t off) {
@@ -31,11 +80,6 @@ ssize_t Store::pwrite(const void* buf, size_t len, uint64_t off) {
     done += static_cast<size_t>(n);
   }
   return static_cast<ssize_t>(done);
-}
-
-ssize_t Store::pread(void* buf, size_t len, uint64_t off) const {
-  ssize_t n = ::pread(fd_, buf, len, static_cast<off_t>(off));
-  return n < 0 ? -errno : n;
 }
 
 int Store::truncate(uint64_t size) {
@@ -60,6 +104,34 @@ int Store::allocate(uint64_t off, uint64_t len) {
 int64_t Store::seek(uint64_t off, int whence) const {
   off_t r = ::lseek(fd_, static_cast<off_t>(off), whence);
   return r < 0 ? -errno : r;
+}
+
+int Store::stat(struct stat& st) const { return ::fstat(fd_, &st) < 0 ? -errno : 0; }
+
+int Store::set_times(const timespec& atime, const timespec& mtime) {
+  const timespec t[2] = {atime, mtime};
+  return ::futimens(fd_, t) < 0 ? -errno : 0;
+}
+
+std::vector<PageRange> Store::data_runs(PageRange r, uint64_t page_size, uint64_t size) const {
+  std::vector<PageRange> out;
+  const uint64_t end_byte =
+      std::min(size, r.end > UINT64_MAX / page_size ? UINT64_MAX : r.end * page_size);
+  uint64_t pos = r.first * page_size;
+  while (pos < end_byte) {
+    off_t data = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0 || static_cast<uint64_t>(data) >= end_byte) break;  // ENXIO: no more data
+    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    uint64_t hole_end = hole < 0 ? end_byte : std::min<uint64_t>(hole, end_byte);
+    PageRange run{static_cast<uint64_t>(data) / page_size, (hole_end + page_size - 1) / page_size};
+    if (!out.empty() && out.back().end >= run.first) {
+      out.back().end = std::max(out.back().end, run.end);
+    } else {
+      out.push_back(run);
+    }
+    pos = hole_end;
+  }
+  return out;
 }
 
 }  // namespace volfs

@@ -1,14 +1,51 @@
-// Store: the bytes of one regular file, held in a memfd the daemon owns.
-// A memfd gives real holes (fallocate PUNCH_HOLE frees memory), SEEK_DATA and
-// SEEK_HOLE for free, and an fd that libfuse can splice replies from.
-// Invariant: the memfd's size equals the file's size. Methods return -errno.
+// Store: the bytes of one regular file, held in a file the daemon owns.
+// Backing: where those files live. Preferably a private tmpfs instance (a
+// detached mount that no path reaches) whose size= and nr_inodes= are the
+// mount's, so the kernel itself enforces the size limit for writes and stores
+// through mappings that never reach the daemon (FUSE passthrough). Where the
+// daemon may not mount one, anonymous memfds, as tmpfs files without a limit.
+// A tmpfs file gives real holes (PUNCH_HOLE frees memory), SEEK_DATA/SEEK_HOLE,
+// and an fd that libfuse can splice from and the kernel can pass through to.
+// Invariant: the backing file's size is the file's size. Methods return -errno.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "page_map.h"
 
 namespace volfs {
+
+class Backing {
+ public:
+  // A private tmpfs of the given limits; on failure (no CAP_SYS_ADMIN, an old
+  // kernel) memfds, with the reason in fallback_reason().
+  static Backing make(uint64_t size_bytes, uint64_t nr_inodes);
+  // memfds only (unit tests, and -o passthrough=off has no need of more).
+  static Backing memfds() { return Backing(); }
+
+  Backing(Backing&& o) noexcept : dir_fd_(o.dir_fd_), why_(std::move(o.why_)) { o.dir_fd_ = -1; }
+  Backing& operator=(Backing&&) = delete;
+  Backing(const Backing&) = delete;
+  ~Backing();
+
+  bool private_tmpfs() const { return dir_fd_ >= 0; }
+  const std::string& fallback_reason() const { return why_; }
+  // A new, empty, anonymous file: its fd or -errno.
+  int create_file() const;
+  // Pages the private tmpfs holds, each counted once; nullopt with memfds.
+  std::optional<uint64_t> used_pages() const;
+
+ private:
+  Backing() = default;
+  int dir_fd_ = -1;  // root of the private tmpfs
+  std::string why_;
+};
 
 class Store {
  public:
@@ -17,17 +54,22 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Creates the memfd; 0 or -errno.
-  int open();
+  // Creates the backing file; 0 or -errno.
+  int open(const Backing& backing);
   int fd() const { return fd_; }
 
   ssize_t pwrite(const void* buf, size_t len, uint64_t off);
-  ssize_t pread(void* buf, size_t len, uint64_t off) const;
   int truncate(uint64_t size);
   int punch(uint64_t off, uint64_t len);     // keeps the size
   int allocate(uint64_t off, uint64_t len);  // keeps the size
-  // SEEK_DATA / SEEK_HOLE over the memfd: returns the offset or -errno.
+  // SEEK_DATA / SEEK_HOLE over the backing file: returns the offset or -errno.
   int64_t seek(uint64_t off, int whence) const;
+  int stat(struct stat& st) const;
+  int set_times(const timespec& atime, const timespec& mtime);
+  // The page runs inside r that hold data (a page holds data if any byte of
+  // it does), in order, from SEEK_DATA/SEEK_HOLE; pages past `size` bytes
+  // hold none. Empty on error.
+  std::vector<PageRange> data_runs(PageRange r, uint64_t page_size, uint64_t size) const;
 
  private:
   int fd_ = -1;

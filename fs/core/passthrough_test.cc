@@ -1,0 +1,213 @@
+// Unit tests of the core's passthrough io mode without FUSE: the test plays
+// the kernel, writing and punching the store directly through the fd the
+// core hands to its register callback, as passthrough writes and stores
+// reach the store without the daemon. Needs a private tmpfs (root).
+#include <gtest/gtest.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <volfs/volfs.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "filesystem.h"
+
+namespace volfs {
+namespace {
+
+const uint64_t kPage = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+
+MountOptions options(uint64_t size_pages = 1024) {
+  MountOptions o;
+  o.size_bytes = size_pages * kPage;
+  o.nr_inodes = 100;
+  return o;
+}
+
+template <class T>
+T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
+  while (v->load() == pending) std::this_thread::yield();
+  return v->load();
+}
+
+int mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len, uint32_t flags = 0) {
+  auto out = std::make_shared<std::atomic<int>>(-1);
+  fs.mark(f, ByteRange{off, len}, flags, [out](Status s) { *out = s.err(); });
+  return wait_for(out, -1);
+}
+
+// 1 purged, 0 intact, -errno.
+int unmark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
+  auto out = std::make_shared<std::atomic<int>>(-EINPROGRESS);
+  fs.unmark(f, ByteRange{off, len}, [out](Result<bool> r) { *out = r.ok() ? int{*r} : -r.err(); });
+  return wait_for(out, -EINPROGRESS);
+}
+
+uint64_t purge_all(Filesystem& fs) {
+  auto out = std::make_shared<std::atomic<uint64_t>>(UINT64_MAX);
+  fs.purge(VOLFS_PURGE_ALL, [out](uint64_t b) { *out = b; });
+  return wait_for(out, UINT64_MAX);
+}
+
+class PassthroughTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Backing b = Backing::make(options().size_bytes, options().nr_inodes);
+    if (!b.private_tmpfs()) GTEST_SKIP() << "no private tmpfs: " << b.fallback_reason();
+    fs_ = std::make_unique<Filesystem>(options(), kPage, std::move(b));
+    fs_->start(nullptr);
+    fs_->set_passthrough(true);
+  }
+
+  // Opens ino; a passthrough open registers its store, whose fd comes back.
+  std::unique_ptr<OpenFile> open(uint64_t ino, int* store_fd = nullptr) {
+    auto f = fs_->open(ino, O_RDWR);
+    EXPECT_TRUE(f.ok());
+    if ((*f)->passthrough) {
+      int id = fs_->backing_id(**f, [&](int fd) {
+        if (store_fd) *store_fd = fd;
+        return 7;
+      });
+      EXPECT_EQ(id, 7);
+    }
+    return std::move(*f);
+  }
+
+  uint64_t create(const std::string& name) {
+    Result<Entry> e = fs_->create(kRootIno, name, 0644, Caller{});
+    EXPECT_TRUE(e.ok());
+    return e->ino;
+  }
+
+  std::unique_ptr<Filesystem> fs_;
+};
+
+void store(int fd, uint64_t off, const std::string& s) {
+  ASSERT_EQ(pwrite(fd, s.data(), s.size(), static_cast<off_t>(off)),
+            static_cast<ssize_t>(s.size()));
+}
+
+std::string load(int fd, uint64_t off, size_t n) {
+  std::string s(n, '?');
+  EXPECT_EQ(pread(fd, s.data(), n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
+  return s;
+}
+
+TEST_F(PassthroughTest, PurgePunchesTheStoreAndUnmarkSaysPurged) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  ASSERT_TRUE(f->passthrough);
+  store(fd, 0, std::string(4 * kPage, 'x'));
+  // Size, blocks and resident pages follow the store, not what the daemon saw.
+  Result<struct stat> st = fs_->getattr(ino);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(static_cast<uint64_t>(st->st_size), 4 * kPage);
+  EXPECT_EQ(static_cast<uint64_t>(st->st_blocks), 4 * kPage / 512);
+  EXPECT_EQ(fs_->stats().resident_pages, 4u);
+
+  ASSERT_EQ(mark(*fs_, *f, kPage, 2 * kPage), 0);
+  EXPECT_EQ(fs_->stats().volatile_resident_pages, 2u);
+  EXPECT_EQ(purge_all(*fs_), 2 * kPage);
+  EXPECT_EQ(load(fd, kPage, 2 * kPage), std::string(2 * kPage, '\0'));
+  EXPECT_EQ(load(fd, 0, kPage), std::string(kPage, 'x'));
+  EXPECT_EQ(fs_->stats().resident_pages, 2u);
+  EXPECT_EQ(unmark(*fs_, *f, kPage, 2 * kPage), 1);
+  EXPECT_EQ(fs_->release(*f), std::optional<int>(7));
+}
+
+TEST_F(PassthroughTest, StoresAfterTheMarkArePurgedAndHolesStayIntact) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  ASSERT_EQ(ftruncate(fd, 8 * kPage), 0);
+  ASSERT_EQ(mark(*fs_, *f, 0, 4 * kPage), 0);  // holes only when marked
+  ASSERT_EQ(mark(*fs_, *f, 4 * kPage, 4 * kPage), 0);
+  EXPECT_EQ(fs_->stats().volatile_resident_pages, 0u);
+  store(fd, 1 * kPage, "late");  // a store behind the daemon's back
+  EXPECT_EQ(purge_all(*fs_), kPage);
+  EXPECT_EQ(load(fd, kPage, 4), std::string(4, '\0'));
+  EXPECT_EQ(unmark(*fs_, *f, 0, 4 * kPage), 1);
+  EXPECT_EQ(unmark(*fs_, *f, 4 * kPage, 4 * kPage), 0);  // nothing was there to lose
+  (void)fs_->release(*f);
+}
+
+TEST_F(PassthroughTest, NonVolatileDataSurvivesAPurge) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  store(fd, 0, std::string(8 * kPage, 'k'));
+  ASSERT_EQ(mark(*fs_, *f, 0, 8 * kPage), 0);
+  EXPECT_EQ(unmark(*fs_, *f, 2 * kPage, 2 * kPage), 0);
+  EXPECT_EQ(purge_all(*fs_), 6 * kPage);
+  EXPECT_EQ(load(fd, 2 * kPage, 2 * kPage), std::string(2 * kPage, 'k'));
+  (void)fs_->release(*f);
+}
+
+TEST_F(PassthroughTest, StrictNeedsTheCachedMode) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  store(fd, 0, std::string(2 * kPage, 's'));
+  EXPECT_EQ(mark(*fs_, *f, 0, kPage, VOLFS_MARK_STRICT), EOPNOTSUPP);
+  // Another open while one is in passthrough is in passthrough too.
+  auto g = open(ino);
+  EXPECT_TRUE(g->passthrough);
+  EXPECT_EQ(fs_->release(*g), std::nullopt);
+  // The last release returns the backing id; the next open, after the
+  // preference changed, is cached and drops the kernel's stale cache.
+  EXPECT_EQ(fs_->release(*f), std::optional<int>(7));
+  ASSERT_TRUE(fs_->setxattr(ino, "user.volfs.iomode", "cached", 0).ok());
+  EXPECT_EQ(fs_->setxattr(ino, "user.volfs.iomode", "fast", 0).err(), EINVAL);
+  auto c = open(ino);
+  EXPECT_FALSE(c->passthrough);
+  EXPECT_FALSE(c->keep_cache);
+  EXPECT_EQ(mark(*fs_, *c, 0, kPage, VOLFS_MARK_STRICT), 0);
+  // Strict pages keep later opens cached whatever the preference says.
+  ASSERT_TRUE(fs_->removexattr(ino, "user.volfs.iomode").ok());
+  EXPECT_EQ(fs_->release(*c), std::nullopt);
+  auto d = open(ino);
+  EXPECT_FALSE(d->passthrough);
+  EXPECT_TRUE(d->keep_cache);
+  (void)fs_->release(*d);
+}
+
+TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
+  Result<Entry> dir = fs_->mkdir(kRootIno, "d", 0755, Caller{});
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(fs_->setxattr(dir->ino, "user.volfs.iomode", "cached", 0).ok());
+  Result<Entry> e = fs_->create(dir->ino, "f", 0644, Caller{});
+  ASSERT_TRUE(e.ok());
+  auto f = open(e->ino);
+  EXPECT_FALSE(f->passthrough);
+  EXPECT_EQ(*fs_->getxattr(e->ino, "user.volfs.iomode"), "cached");
+  (void)fs_->release(*f);
+}
+
+TEST_F(PassthroughTest, AFailedRegistrationFallsBackToCached) {
+  uint64_t ino = create("f");
+  auto f = fs_->open(ino, O_RDWR);
+  ASSERT_TRUE(f.ok() && (*f)->passthrough);
+  EXPECT_EQ(fs_->backing_id(**f, [](int) { return 0; }), 0);
+  EXPECT_FALSE((*f)->passthrough);
+  auto g = open(ino);  // joins the cached mode of the open one
+  EXPECT_FALSE(g->passthrough);
+  (void)fs_->release(**f);
+  (void)fs_->release(*g);
+}
+
+TEST_F(PassthroughTest, TheSizeLimitIsTheKernels) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  std::string big(2048 * kPage, 'b');  // twice the mount's size
+  ssize_t n = pwrite(fd, big.data(), big.size(), 0);
+  EXPECT_TRUE(n < 0 ? errno == ENOSPC : static_cast<size_t>(n) < big.size());
+  struct statvfs s = fs_->statfs();
+  EXPECT_LE(s.f_bfree, 1u);
+  (void)fs_->release(*f);
+}
+
+}  // namespace
+}  // namespace volfs
