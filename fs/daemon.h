@@ -3,7 +3,10 @@
 // Handlers are grouped by kind in fuse_*.cc and wired in assign_operations().
 #pragma once
 
-#define FUSE_USE_VERSION 314
+// The libfuse 3.17 API (CMake accepts >= 3.16): passthrough (fuse_passthrough_open,
+// FUSE_CAP_PASSTHROUGH, fuse_file_info::backing_id) came in 3.16, the 64-bit feature flags
+// (fuse_set_feature_flag) in 3.17.
+#define FUSE_USE_VERSION 317
 #include <fuse_lowlevel.h>
 
 #include <memory>

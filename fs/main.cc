@@ -135,6 +135,25 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
   return 1;  // FUSE's own, or unknown: fuse_session_new judges
 }
 
+// Feature flags: libfuse 3.17 keeps what the filesystem wants in the 64-bit want_ext, changed
+// through these helpers (which keep the old 32-bit want in step); 3.16 has only want. Neither
+// asks for a feature the kernel lacks: libfuse would fail the whole init for it.
+void want_feature(fuse_conn_info* conn, uint64_t flag) {
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+  (void)fuse_set_feature_flag(conn, flag);
+#else
+  if (conn->capable & flag) conn->want |= flag;
+#endif
+}
+
+void drop_feature(fuse_conn_info* conn, uint64_t flag) {
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+  fuse_unset_feature_flag(conn, flag);
+#else
+  conn->want &= ~flag;
+#endif
+}
+
 void init(void* userdata, fuse_conn_info* conn) {
   auto& d = *static_cast<Daemon*>(userdata);
   conn->max_write = 1 << 20;
@@ -146,12 +165,15 @@ void init(void* userdata, fuse_conn_info* conn) {
       conn->max_readahead = static_cast<unsigned>(d.readahead_bytes);
     }
   }
-  conn->want |= FUSE_CAP_IOCTL_DIR | FUSE_CAP_ATOMIC_O_TRUNC;
-  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  want_feature(conn, FUSE_CAP_IOCTL_DIR);
+  want_feature(conn, FUSE_CAP_ATOMIC_O_TRUNC);
+  want_feature(conn, FUSE_CAP_SPLICE_WRITE);
   // The kernel's cache is only ever changed by this kernel or by our
   // explicit invalidations: never drop it because mtime moved.
-  conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
-                  FUSE_CAP_POSIX_ACL);
+  for (uint64_t flag : {FUSE_CAP_AUTO_INVAL_DATA, FUSE_CAP_WRITEBACK_CACHE,
+                        FUSE_CAP_HANDLE_KILLPRIV, FUSE_CAP_POSIX_ACL}) {
+    drop_feature(conn, flag);
+  }
 }
 
 fuse_lowlevel_ops operations(bool xattr) {

@@ -1173,8 +1173,8 @@ TEST_F(PosixTest, OTmpfile) {
   {
     UniqueFd probe(open(mount_.mountpoint().c_str(), O_TMPFILE | O_RDWR, 0600));
     if (!probe.ok() && errno == EOPNOTSUPP) {
-      GTEST_SKIP() << "volfs gives EOPNOTSUPP for O_TMPFILE: it needs a FUSE_TMPFILE "
-                      "handler, and libfuse's low-level API (3.14 here) has none";
+      GTEST_SKIP() << "volfs gives EOPNOTSUPP for O_TMPFILE: it has no FUSE_TMPFILE "
+                      "handler yet (libfuse's low-level tmpfile, which 3.14 lacked)";
     }
   }
   TmpfsComparison cmp(mount_.mountpoint());
