@@ -58,7 +58,8 @@ class FuseInvalidator : public CacheInvalidator {
 };
 
 struct Daemon {
-  Daemon(const MountOptions& o, uint64_t page_size) : fs(o, page_size) {}
+  Daemon(const MountOptions& o, uint64_t page_size, Backing backing)
+      : fs(o, page_size, std::move(backing)) {}
   Filesystem fs;
   OpenFiles files;
   uid_t owner_uid = 0;           // who mounted: may purge, like root

@@ -1,9 +1,21 @@
 // FUSE handlers for file data: open/create/release, read/write, fsync,
-// fallocate, lseek. Data moves between the kernel and the file's memfd.
+// fallocate, lseek. Passthrough opens hand the kernel the file's store; the
+// data of cached opens moves between the kernel and the store through here.
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
 #include "daemon.h"
 
 namespace volfs {
 namespace {
+
+void release_file(fuse_req_t req, uint64_t fh) {
+  Daemon& d = daemon_of(req);
+  std::optional<int> backing = d.fs.release(*reinterpret_cast<OpenFile*>(fh));
+  if (backing) fuse_passthrough_close(req, *backing);
+  d.files.remove(fh);
+}
 
 void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<OpenFile>> f,
                   const fuse_entry_param* created) {
@@ -12,12 +24,33 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<Ope
     return;
   }
   Daemon& d = daemon_of(req);
+  OpenFile& file = **f;
+  if (file.passthrough) {
+    // Reads, writes and mmap go straight to the store from now on.
+    Result<int> id = d.fs.backing_id(file, [&](int fd) {
+      int id = fuse_passthrough_open(req, fd);
+      if (id <= 0) {
+        fuse_log(FUSE_LOG_WARNING,
+                 "volfs: the kernel refused a passthrough backing file (%s); "
+                 "files opened from now on use the cached io mode\n",
+                 std::strerror(errno));
+      }
+      return id;
+    });
+    if (!id.ok()) {
+      (void)d.fs.release(file);
+      fuse_reply_err(req, id.err());
+      return;
+    }
+    fi->backing_id = *id;
+  }
+  // Cached opens: every change of the data passes through this kernel or is
+  // announced by our invalidations, so its page cache stays valid across
+  // opens. (The kernel refuses a passthrough open with any other flag.)
+  fi->keep_cache = !file.passthrough;
   fi->fh = d.files.add(std::move(*f));
-  // Every change of the data passes through this kernel or is announced by
-  // our invalidations, so its page cache stays valid across opens.
-  fi->keep_cache = 1;
   int r = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
-  if (r == -ENOENT) d.files.remove(fi->fh);  // the opener was interrupted
+  if (r == -ENOENT) release_file(req, fi->fh);  // the opener was interrupted
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -42,7 +75,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  daemon_of(req).files.remove(fi->fh);
+  release_file(req, fi->fh);
   fuse_reply_err(req, 0);
 }
 

@@ -48,6 +48,8 @@ void usage(const char* prog) {
       "                           0 keeps the kernel's default (default 512k)\n"
       "    -o noxattr             no extended attributes (EOPNOTSUPP); saves a FUSE\n"
       "                           round trip on every write(2)\n"
+      "    -o passthrough=on|off  FUSE passthrough of regular files to their stores\n"
+      "                           where the kernel allows it (default on)\n"
       "    -o purge_on_mark       debug: purge every range as soon as it is marked\n"
       "\n",
       prog);
@@ -128,6 +130,11 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
     cl.xattr = false;
     return 0;
   }
+  if (auto v = value_of("passthrough")) {
+    if (*v != "on" && *v != "off") return fail("passthrough", *v);
+    cl.options.passthrough = *v == "on";
+    return 0;
+  }
   if (a == "purge_on_mark") {
     cl.options.purge_on_mark = true;
     return 0;
@@ -168,6 +175,27 @@ void init(void* userdata, fuse_conn_info* conn) {
   want_feature(conn, FUSE_CAP_IOCTL_DIR);
   want_feature(conn, FUSE_CAP_ATOMIC_O_TRUNC);
   want_feature(conn, FUSE_CAP_SPLICE_WRITE);
+  // Passthrough needs the kernel's consent and a store that enforces size=
+  // itself (the private tmpfs); opens then go to the cached mode only for
+  // strict files or where the kernel refuses a backing file (it needs
+  // CAP_SYS_ADMIN). The daemon never caches data of its own, so the stack
+  // depth the kernel must allow is tmpfs's (0), which libfuse's default of
+  // max_backing_stack_depth covers.
+  if (d.fs.options().passthrough) {
+    const char* why = nullptr;
+    if (!(conn->capable & FUSE_CAP_PASSTHROUGH)) {
+      why = "the kernel does not offer FUSE passthrough";
+    } else if (!d.fs.backing().private_tmpfs()) {
+      why = d.fs.backing().fallback_reason().c_str();
+    } else {
+      want_feature(conn, FUSE_CAP_PASSTHROUGH);
+      d.fs.set_passthrough(true);
+    }
+    if (why) {
+      fuse_log(FUSE_LOG_WARNING, "volfs: no FUSE passthrough (%s); using the cached io mode\n",
+               why);
+    }
+  }
   // The kernel's cache is only ever changed by this kernel or by our
   // explicit invalidations: never drop it because mtime moved.
   for (uint64_t flag : {FUSE_CAP_AUTO_INVAL_DATA, FUSE_CAP_WRITEBACK_CACHE,
@@ -253,7 +281,13 @@ int run(int argc, char** argv) {
     if (!cl.fsname_given) fuse_opts += ",fsname=" + source;
     fuse_opt_add_arg(&args, fuse_opts.c_str());
   }
-  daemon = std::make_unique<Daemon>(cl.options, page_size);
+  {
+    // Stores live on a private tmpfs with the mount's limits; where the
+    // daemon may not mount one (no CAP_SYS_ADMIN), memfds, and no
+    // passthrough, since only the tmpfs enforces size= on its own.
+    Backing backing = Backing::make(cl.options.size_bytes, cl.options.nr_inodes);
+    daemon = std::make_unique<Daemon>(cl.options, page_size, std::move(backing));
+  }
   daemon->owner_uid = getuid();
   {
     fuse_lowlevel_ops ops = operations(cl.xattr);

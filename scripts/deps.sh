@@ -15,11 +15,12 @@ for arg in "$@"; do
 done
 
 # fuse3: fusermount3 (which our own libfuse runs, too); util-linux: findmnt, flock; mount: umount;
-# kmod: modprobe; googletest: the gtest/gmock sources. To build libfuse (below): dpkg-dev
+# kmod: modprobe; googletest: the gtest/gmock sources; attr: setfattr (the io mode, in shell
+# tests). To build libfuse (below): dpkg-dev
 # (dpkg-source unpacks the source package), xz-utils, patch, meson, ninja-build, gcc, and
 # debian-archive-keyring, whose keys verify trixie's Release file.
 packages=(fuse3 libfuse3-dev libboost-dev cmake g++ make pkg-config libgtest-dev libgmock-dev
-  googletest valgrind clang-format clang-tidy util-linux mount kmod
+  googletest valgrind clang-format clang-tidy util-linux mount kmod attr
   gcc meson ninja-build dpkg-dev xz-utils patch debian-archive-keyring)
 
 # One dpkg-query for all (one per package took 0.7 s on a busy machine); it fails when some

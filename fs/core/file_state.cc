@@ -83,26 +83,15 @@ uint64_t FileState::make_resident(PageRange r) {
   return added;
 }
 
-std::pair<uint64_t, uint64_t> FileState::sync_resident(PageRange r,
-                                                       const std::vector<PageRange>& data) {
-  uint64_t added = 0, removed = 0;
-  auto set = [&](PageRange p, bool resident) {
-    if (p.first >= p.end) return;
-    update(p, [&](PageRange q, PageFlags& f) {
-      if (f.resident == resident) return;
-      (resident ? added : removed) += q.pages();
-      f.resident = resident;
-    });
-  };
-  uint64_t pos = r.first;
+uint64_t FileState::found_data(const std::vector<PageRange>& data) {
+  uint64_t added = 0;
   for (const PageRange& d : data) {
-    assert(d.first >= pos && d.end <= r.end);
-    set(PageRange{pos, d.first}, false);
-    set(d, true);
-    pos = d.end;
+    update(d, [&](PageRange p, PageFlags& f) {
+      if (!f.resident) added += p.pages();
+      f.resident = true;
+    });
   }
-  set(PageRange{pos, r.end}, false);
-  return {added, removed};
+  return added;
 }
 
 uint64_t FileState::nonresident_in(PageRange r) const {

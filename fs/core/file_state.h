@@ -57,11 +57,12 @@ class FileState {
   // counted by nonresident_in).
   uint64_t make_resident(PageRange r);
   uint64_t nonresident_in(PageRange r) const;
-  // Sets the resident bit of every page of r to whether the store holds data
-  // there: `data` are the runs that do, in order, inside r (FUSE passthrough:
-  // writes and stores reach the store without the daemon). Returns the pages
-  // that became resident and those that stopped being, to charge and uncharge.
-  std::pair<uint64_t, uint64_t> sync_resident(PageRange r, const std::vector<PageRange>& data);
+  // Makes the pages of `data` resident: the store holds data there (FUSE
+  // passthrough: writes and stores reach the store without the daemon, but
+  // pages leave it only by the daemon's own punch, truncate or purge, so the
+  // bits never need clearing here; fallocated pages read as holes to
+  // SEEK_DATA and stay resident too). Returns how many became resident.
+  uint64_t found_data(const std::vector<PageRange>& data);
 
   // Forgets every state of the pages (truncate, punch, delete). Returns the
   // number of resident pages dropped, for the caller to uncharge.

@@ -48,9 +48,17 @@ void Filesystem::start(CacheInvalidator* invalidator) {
   std::unique_ptr<PressureSource> source;
   if (options_.purge_high_pct) {
     source = std::make_unique<WatermarkPressure>(options_.purge_high_pct, options_.purge_low_pct);
+  } else if (backing_.private_tmpfs()) {
+    // The private tmpfs lets volatile data stand above size= (fit_backing):
+    // whatever stands above it is purged in the background.
+    source = std::make_unique<WatermarkPressure>(100, 100);
   }
   worker_ = std::make_unique<PurgeWorker>(
-      std::move(source), [this] { return pressure_snapshot(); },
+      std::move(source),
+      [this] {
+        fit_backing();
+        return pressure_snapshot();
+      },
       [this](uint64_t pages) {
         std::vector<PurgeBatch> batches;
         purge_pages(pages, batches);
@@ -164,8 +172,16 @@ AccountingSnapshot Filesystem::pressure_snapshot() const {
   return s;
 }
 
+bool Filesystem::fit_backing() {
+  AccountingSnapshot s = acc_.snapshot();
+  uint64_t room = options_.size_bytes + s.volatile_resident_pages * page_size_;
+  uint64_t used = backing_.used_pages().value_or(0) * page_size_;
+  (void)backing_.set_size(std::max(room, used));
+  return used > options_.size_bytes;
+}
+
 void Filesystem::sync_with_store(Inode& i, PageRange r) {
-  if (i.passthrough_opens == 0) return;
+  if (!i.passthrough()) return;
   struct stat st {};
   if (i.store->stat(st) < 0) return;
   i.size = static_cast<uint64_t>(st.st_size);
@@ -178,9 +194,7 @@ void Filesystem::sync_with_store(Inode& i, PageRange r) {
   later(i.mtime, st.st_mtim);
   later(i.ctime, st.st_ctim);
   if (r.first >= r.end) return;
-  auto [added, removed] = i.state->sync_resident(r, i.store->data_runs(r, page_size_, i.size));
-  acc_.charge_found(added);
-  acc_.uncharge(removed);
+  acc_.charge_found(i.state->found_data(i.store->data_runs(r, page_size_, i.size)));
 }
 
 Status Filesystem::truncate_locked(Inode& i, uint64_t size) {

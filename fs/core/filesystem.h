@@ -65,6 +65,8 @@ struct Directory {
   uint64_t next_cookie = 3;  // 1 and 2 are "." and ".."
 };
 
+enum class IoMode : uint8_t { kUndecided, kPassthrough, kCached };
+
 class Inode {
  public:
   Inode(uint64_t ino, mode_t mode) : ino(ino), type(mode & S_IFMT) {}
@@ -91,14 +93,16 @@ class Inode {
   std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
   int settling = 0;  // purges between clearing PURGING and their last invalidation
-  // Io mode (docs/design.md, "Io modes"). The kernel refuses to mix FUSE
-  // passthrough and cached opens of one inode, so the mode of the first
-  // open holds until the last release.
-  bool prefer_cached = false;  // user.volfs.iomode=cached, or strict pages
+  // Io mode (docs/design.md, "Io modes"), fixed by the first open for the
+  // inode's life: the kernel refuses to mix passthrough and cached opens,
+  // and a passthrough mapping outlives its open file (the kernel maps the
+  // store itself and releases the FUSE file at close), so no moment is
+  // known after which nothing stores into the store behind the daemon.
+  IoMode io_mode = IoMode::kUndecided;
+  bool prefer_cached = false;  // user.volfs.iomode=cached
   int passthrough_opens = 0;
-  int cached_opens = 0;
-  int backing_id = 0;        // the kernel's id of the store while passthrough_opens > 0
-  bool cache_stale = false;  // the kernel's page cache may predate passthrough writes
+  int backing_id = 0;  // the kernel's id of the store while passthrough_opens > 0
+  bool passthrough() const { return io_mode == IoMode::kPassthrough; }
 
   // GUARDED_BY(Filesystem::ns_mu_)
   Directory dir;         // directories
@@ -114,7 +118,7 @@ struct OpenFile {
   std::shared_ptr<Inode> inode;
   int flags = 0;
   bool passthrough = false;  // the kernel passes reads, writes and mmap to the store
-  bool keep_cache = true;    // cached opens: the kernel's page cache of the inode is valid
+  bool decided = false;      // the first open of the inode: it chose the io mode
   bool writable() const { return (flags & O_ACCMODE) != O_RDONLY; }
 };
 
@@ -176,14 +180,14 @@ class Filesystem {
   Status opendir(uint64_t ino);
   struct statvfs statfs() const;
 
-  // Files. An open of a regular file takes the io mode of the inode's other
-  // opens, or with none: passthrough if enabled and the file neither prefers
-  // the cached mode nor holds strict volatile pages.
+  // Files. The first open of a regular file fixes its io mode: passthrough
+  // if enabled and the file does not prefer the cached mode.
   Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
   // A passthrough open needs the kernel's id of the store: register(fd)
-  // makes one (> 0) or fails (<= 0: the open falls back to the cached mode,
-  // and f.passthrough turns false). Returns the id, 0 after a fallback.
-  int backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd);
+  // makes one (> 0) or fails (<= 0). On failure the first open of a file
+  // falls back to the cached mode (f.passthrough turns false, and 0 comes
+  // back) and passthrough is off for later files; any other open fails.
+  Result<int> backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd);
   // The kernel released f. Returns the backing id to unregister, if f was
   // the inode's last passthrough open.
   std::optional<int> release(OpenFile& f);
@@ -268,11 +272,11 @@ class Filesystem {
   void inherit_iomode(const Inode& dir, Inode& child);  // dir.mu held
 
   Status truncate_locked(Inode& i, uint64_t size);  // io_mu exclusive + mu held
-  // Passthrough writes and stores reach the store without the daemon: while
-  // the inode has passthrough opens, bring its size and times, and the
-  // resident bits of r (none if r is empty) in line with the store. mu held.
+  // Passthrough writes and stores reach the store without the daemon: for an
+  // inode in passthrough, bring its size and times, and the resident bits
+  // of r (none if r is empty) in line with the store. mu held.
   void sync_with_store(Inode& i, PageRange r);
-  void sync_passthrough_files();  // every file with passthrough opens, whole
+  void sync_passthrough_files();  // every file in passthrough, whole
   Result<PageRange> volatile_range(const Inode& i, ByteRange r, bool for_mark) const;
 
   // Purge phase 1: under the inode's locks, take purgeable pages, punch them
@@ -287,6 +291,12 @@ class Filesystem {
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).
   AccountingSnapshot pressure_snapshot() const;
+  // size= of the private tmpfs: the mount's size plus its volatile resident
+  // data, so that a passthrough write fails with ENOSPC only when nothing
+  // volatile is left to purge; the purge worker takes back what stands
+  // above size= (docs/design.md, "size= in passthrough").
+  // Returns whether the store holds more than size= now.
+  bool fit_backing();
 
   const MountOptions options_;
   const uint64_t page_size_;

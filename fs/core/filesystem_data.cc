@@ -34,57 +34,40 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
   f->flags = flags;
   if (i->is_reg()) {
     std::lock_guard lock(i->mu);
-    if (i->passthrough_opens) {
-      f->passthrough = true;
-    } else if (!i->cached_opens) {
-      f->passthrough = passthrough() && !i->prefer_cached && i->state->strict_pages() == 0;
+    if (i->io_mode == IoMode::kUndecided) {
+      i->io_mode = passthrough() && !i->prefer_cached ? IoMode::kPassthrough : IoMode::kCached;
+      f->decided = true;
     }
-    if (f->passthrough) {
-      ++i->passthrough_opens;
-    } else {
-      // The first cached open after a passthrough period drops the kernel's
-      // copies: passthrough writes went around them.
-      if (i->cached_opens++ == 0 && i->cache_stale) f->keep_cache = false;
-      i->cache_stale = false;
-    }
+    f->passthrough = i->passthrough();
+    if (f->passthrough) ++i->passthrough_opens;
   }
   f->inode = std::move(i);
   return f;
 }
 
-int Filesystem::backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd) {
+Result<int> Filesystem::backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd) {
   Inode& i = *f.inode;
   assert(f.passthrough);
   std::lock_guard lock(i.mu);
   if (i.backing_id > 0) return i.backing_id;
   int id = register_fd(i.store->fd());
   if (id > 0) return i.backing_id = id;
-  // Only this open is in passthrough (another would have registered the
-  // store), so the inode can still turn cached.
-  assert(i.passthrough_opens == 1 && i.cached_opens == 0);
+  // The kernel refuses (no CAP_SYS_ADMIN, say): it will refuse the next
+  // file too. This one can still turn cached if nothing else opened it.
+  set_passthrough(false);
+  if (!f.decided || i.passthrough_opens != 1) return Err{EIO};
+  i.io_mode = IoMode::kCached;
   i.passthrough_opens = 0;
   f.passthrough = false;
-  f.keep_cache = !i.cache_stale;
-  i.cache_stale = false;
-  i.cached_opens = 1;
   return 0;
 }
 
 std::optional<int> Filesystem::release(OpenFile& f) {
   Inode& i = *f.inode;
-  if (!i.is_reg()) return std::nullopt;
+  if (!f.passthrough) return std::nullopt;
   std::lock_guard lock(i.mu);
-  if (!f.passthrough) {
-    assert(i.cached_opens > 0);
-    --i.cached_opens;
-    return std::nullopt;
-  }
   assert(i.passthrough_opens > 0);
-  // Last passthrough open: take the store's state once more; from now on
-  // nothing writes it behind the daemon's back.
-  if (i.passthrough_opens == 1) sync_with_store(i, PageRange{0, FileState::kEndOfFile});
   if (--i.passthrough_opens) return std::nullopt;
-  i.cache_stale = true;
   int id = std::exchange(i.backing_id, 0);
   if (id <= 0) return std::nullopt;
   return id;

@@ -71,7 +71,7 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   // In passthrough the store is the only copy, and the daemon learns which
   // pages hold data only by asking it: a page stored since the mark is
   // purged too, a page never stored is no loss and stays intact.
-  const bool passthrough = i->passthrough_opens > 0;
+  const bool passthrough = i->passthrough();
   sync_with_store(*i, e.range);
   uint32_t id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   if (id == 0) id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
@@ -91,6 +91,9 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
     // the punch lands before it (lost, and the page answers PURGED) or
     // after it (kept, and the page still answers PURGED): never INTACT.
     i->state->finish_purge(PageRange{victims.front().first, victims.back().end}, id);
+    // Whoever sees the pages purged also finds the room they gave back gone
+    // from the private tmpfs (fit_backing takes only the backing's lock).
+    fit_backing();
     return pages;
   }
   out.push_back(PurgeBatch{i, id, std::move(victims)});

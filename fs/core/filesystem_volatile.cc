@@ -66,8 +66,8 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
         break;
       }
       // Strict pages need the kernel to ask the daemon before each access,
-      // which passthrough opens never do.
-      if ((m.flags & VOLFS_MARK_STRICT) && i->passthrough_opens) {
+      // which it never does for a file in passthrough.
+      if ((m.flags & VOLFS_MARK_STRICT) && i->passthrough()) {
         err = EOPNOTSUPP;
         break;
       }
@@ -87,6 +87,10 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
     }
   }
   if (err) return done(Err{err});
+  // Room for writes next to the data just marked; and passthrough writes the
+  // daemon did not see may have gone above size= already: purge now, not at
+  // the next tick.
+  if (fit_backing() && worker_) worker_->wake();
   if (!options_.purge_on_mark) return done({});
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
@@ -137,6 +141,7 @@ void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
     job->purged.push_back(res == UnmarkResult::kPurged);
   }
   lock.unlock();
+  fit_backing();
   job->done(std::move(job->purged));
 }
 

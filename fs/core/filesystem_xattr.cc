@@ -48,7 +48,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_vie
   if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return Err{ENODATA};
   if (name == kIoModeXattr) {
     if (value != "cached" && value != "passthrough") return Err{EINVAL};
-    i->prefer_cached = value == "cached";  // from the next first open on
+    i->prefer_cached = value == "cached";  // for the first open, if still to come
   }
   if (it == i->xattrs.end()) {
     i->xattrs.emplace(std::string(name), std::string(value));

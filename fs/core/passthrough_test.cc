@@ -65,11 +65,11 @@ class PassthroughTest : public ::testing::Test {
     auto f = fs_->open(ino, O_RDWR);
     EXPECT_TRUE(f.ok());
     if ((*f)->passthrough) {
-      int id = fs_->backing_id(**f, [&](int fd) {
+      Result<int> id = fs_->backing_id(**f, [&](int fd) {
         if (store_fd) *store_fd = fd;
         return 7;
       });
-      EXPECT_EQ(id, 7);
+      EXPECT_TRUE(id.ok() && *id == 7);
     }
     return std::move(*f);
   }
@@ -151,26 +151,37 @@ TEST_F(PassthroughTest, StrictNeedsTheCachedMode) {
   auto f = open(ino, &fd);
   store(fd, 0, std::string(2 * kPage, 's'));
   EXPECT_EQ(mark(*fs_, *f, 0, kPage, VOLFS_MARK_STRICT), EOPNOTSUPP);
-  // Another open while one is in passthrough is in passthrough too.
+  // Every open of it is in passthrough, and the last release hands the
+  // backing id back.
   auto g = open(ino);
   EXPECT_TRUE(g->passthrough);
   EXPECT_EQ(fs_->release(*g), std::nullopt);
-  // The last release returns the backing id; the next open, after the
-  // preference changed, is cached and drops the kernel's stale cache.
   EXPECT_EQ(fs_->release(*f), std::optional<int>(7));
+  // The mode was fixed by the first open: a later preference changes nothing.
   ASSERT_TRUE(fs_->setxattr(ino, "user.volfs.iomode", "cached", 0).ok());
   EXPECT_EQ(fs_->setxattr(ino, "user.volfs.iomode", "fast", 0).err(), EINVAL);
-  auto c = open(ino);
+  auto h = open(ino);
+  EXPECT_TRUE(h->passthrough);
+  (void)fs_->release(*h);
+  // A file that prefers the cached mode before its first open gets it.
+  Result<Entry> n = fs_->mknod(kRootIno, "n", S_IFREG | 0644, 0, Caller{});
+  ASSERT_TRUE(n.ok());
+  ASSERT_TRUE(fs_->setxattr(n->ino, "user.volfs.iomode", "cached", 0).ok());
+  auto c = open(n->ino);
   EXPECT_FALSE(c->passthrough);
-  EXPECT_FALSE(c->keep_cache);
-  EXPECT_EQ(mark(*fs_, *c, 0, kPage, VOLFS_MARK_STRICT), 0);
-  // Strict pages keep later opens cached whatever the preference says.
-  ASSERT_TRUE(fs_->removexattr(ino, "user.volfs.iomode").ok());
   EXPECT_EQ(fs_->release(*c), std::nullopt);
-  auto d = open(ino);
-  EXPECT_FALSE(d->passthrough);
-  EXPECT_TRUE(d->keep_cache);
-  (void)fs_->release(*d);
+}
+
+TEST_F(PassthroughTest, StoresAfterTheLastReleaseAreStillFound) {
+  // A passthrough mapping outlives its open file: the kernel maps the store
+  // and releases the FUSE file at close(2).
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  ASSERT_EQ(fs_->release(*f), std::optional<int>(7));
+  store(fd, 0, std::string(3 * kPage, 'm'));
+  EXPECT_EQ(fs_->stats().resident_pages, 3u);
+  EXPECT_EQ(static_cast<uint64_t>(fs_->getattr(ino)->st_size), 3 * kPage);
 }
 
 TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
@@ -182,17 +193,23 @@ TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
   auto f = open(e->ino);
   EXPECT_FALSE(f->passthrough);
   EXPECT_EQ(*fs_->getxattr(e->ino, "user.volfs.iomode"), "cached");
+  auto f2 = open(e->ino);
+  EXPECT_EQ(mark(*fs_, *f2, 0, 0, VOLFS_MARK_STRICT), 0);
   (void)fs_->release(*f);
+  (void)fs_->release(*f2);
 }
 
 TEST_F(PassthroughTest, AFailedRegistrationFallsBackToCached) {
   uint64_t ino = create("f");
   auto f = fs_->open(ino, O_RDWR);
   ASSERT_TRUE(f.ok() && (*f)->passthrough);
-  EXPECT_EQ(fs_->backing_id(**f, [](int) { return 0; }), 0);
+  Result<int> id = fs_->backing_id(**f, [](int) { return 0; });
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(*id, 0);
   EXPECT_FALSE((*f)->passthrough);
-  auto g = open(ino);  // joins the cached mode of the open one
+  auto g = open(ino);  // the file stays cached
   EXPECT_FALSE(g->passthrough);
+  EXPECT_FALSE(fs_->passthrough());  // and so do files made from now on
   (void)fs_->release(**f);
   (void)fs_->release(*g);
 }

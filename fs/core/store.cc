@@ -34,14 +34,33 @@ Backing Backing::make(uint64_t size_bytes, uint64_t nr_inodes) {
   }
   int mnt =
       ::fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-  ::close(fs);
-  if (mnt < 0) return fail("fsmount(tmpfs)");
+  if (mnt < 0) {
+    Backing r = fail("fsmount(tmpfs)");
+    ::close(fs);
+    return r;
+  }
   b.dir_fd_ = mnt;  // a detached mount lives as long as this fd and its files
+  b.fs_fd_ = fs;    // kept to reconfigure size= (about 4 us a change)
+  b.size_ = size_bytes;
   return b;
 }
 
 Backing::~Backing() {
   if (dir_fd_ >= 0) ::close(dir_fd_);
+  if (fs_fd_ >= 0) ::close(fs_fd_);
+}
+
+int Backing::set_size(uint64_t bytes) {
+  if (fs_fd_ < 0) return 0;
+  std::lock_guard lock(*mu_);
+  if (bytes == size_) return 0;
+  std::string size = std::to_string(bytes);
+  if (::fsconfig(fs_fd_, FSCONFIG_SET_STRING, "size", size.c_str(), 0) < 0 ||
+      ::fsconfig(fs_fd_, FSCONFIG_CMD_RECONFIGURE, nullptr, nullptr, 0) < 0) {
+    return -errno;  // ENOSPC: it holds more than that now
+  }
+  size_ = bytes;
+  return 0;
 }
 
 int Backing::create_file() const {

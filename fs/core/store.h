@@ -13,8 +13,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "page_map.h"
@@ -29,7 +32,12 @@ class Backing {
   // memfds only (unit tests, and -o passthrough=off has no need of more).
   static Backing memfds() { return Backing(); }
 
-  Backing(Backing&& o) noexcept : dir_fd_(o.dir_fd_), why_(std::move(o.why_)) { o.dir_fd_ = -1; }
+  Backing(Backing&& o) noexcept
+      : dir_fd_(std::exchange(o.dir_fd_, -1)),
+        fs_fd_(std::exchange(o.fs_fd_, -1)),
+        why_(std::move(o.why_)),
+        mu_(std::move(o.mu_)),
+        size_(o.size_) {}
   Backing& operator=(Backing&&) = delete;
   Backing(const Backing&) = delete;
   ~Backing();
@@ -40,11 +48,17 @@ class Backing {
   int create_file() const;
   // Pages the private tmpfs holds, each counted once; nullopt with memfds.
   std::optional<uint64_t> used_pages() const;
+  // Sets the private tmpfs's size= (tmpfs rounds it up to pages, and refuses
+  // less than it holds: -ENOSPC). 0 or -errno; 0 with memfds. Thread-safe.
+  int set_size(uint64_t bytes);
 
  private:
   Backing() = default;
   int dir_fd_ = -1;  // root of the private tmpfs
+  int fs_fd_ = -1;   // its filesystem context, for set_size
   std::string why_;
+  std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>();  // guards size_, fs_fd_ use
+  uint64_t size_ = 0;
 };
 
 class Store {

@@ -159,6 +159,7 @@ TEST_F(ClientTest, CreateOpenSizeResize) {
 }
 
 TEST_F(ClientTest, MarkUnmarkStatusAndPurge) {
+  use_cached_io_mode();  // strict marks below
   File f = make_file("f", 4);
   RangeStatus st = f.status();
   EXPECT_EQ(st.nonvolatile_pages, 4u);
@@ -251,6 +252,7 @@ TEST_F(ClientTest, ErrorsNameFileAndRange) {
 }
 
 TEST_F(ClientTest, PinReportsPurgeAndRemarksOnDestruction) {
+  use_cached_io_mode();  // strict marks below
   File f = make_file("f", 4);
   const Range r{kPage, 2 * kPage};
   f.mark_volatile(r, MarkOptions{.strict = true, .priority = 3});
@@ -364,6 +366,7 @@ TEST_F(ClientTest, CApiOnVolfs) {
 }
 
 TEST_F(ClientTest, CApiBatches) {
+  use_cached_io_mode();  // strict marks below
   File f = make_file("f", 4);
   int fd = f.fd();
   struct volfs_range r[3] = {{0, kPage, VOLFS_MARK_PRIORITY(0), 0},

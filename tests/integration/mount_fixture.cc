@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -213,6 +214,12 @@ VolfsMount::~VolfsMount() {
     args.push_back("-o");
     args.push_back(options);
   }
+  // The suite runs once per io mode: ctest sets passthrough=off here for the
+  // cached run (tests/CMakeLists.txt).
+  if (const char* extra = std::getenv("VOLFS_TEST_DAEMON_OPTIONS"); extra && *extra) {
+    args.push_back("-o");
+    args.push_back(extra);
+  }
   pid_ = spawn_daemon(args, log_path_, &error);
   if (pid_ < 0) {
     remove_dir();
@@ -345,6 +352,17 @@ void VolfsMount::remove_dir() {
 }
 
 void MountTest::SetUp() { ASSERT_TRUE(mount_.start(mount_options())); }
+
+bool MountTest::passthrough() const {
+  const char* extra = std::getenv("VOLFS_TEST_DAEMON_OPTIONS");
+  std::string all = mount_options() + "," + (extra ? extra : "");
+  return all.find("passthrough=off") == std::string::npos;
+}
+
+void MountTest::use_cached_io_mode() {
+  ASSERT_EQ(::setxattr(mount_.mountpoint().c_str(), "user.volfs.iomode", "cached", 6, 0), 0)
+      << std::strerror(errno);
+}
 
 void MountTest::TearDown() { EXPECT_TRUE(mount_.stop()); }
 

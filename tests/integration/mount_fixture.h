@@ -99,6 +99,12 @@ class MountTest : public ::testing::Test {
   virtual std::string mount_options() const { return kDefaultMountOptions; }
   void SetUp() override;
   void TearDown() override;
+  // Files made from now on in the mount's root take the cached io mode
+  // (user.volfs.iomode=cached on the root): strict marks need it.
+  void use_cached_io_mode();
+  // Whether files of this mount are served by FUSE passthrough: the default,
+  // unless the options (or the suite's cached run) say passthrough=off.
+  bool passthrough() const;
 
   VolfsMount mount_;
 };

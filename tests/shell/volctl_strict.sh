@@ -6,6 +6,9 @@
 source "$(dirname "$0")/lib.sh"
 
 volfs_mount size=64m
+# Strict marks need the cached io mode: files made in the root from now on
+# take it (the default is FUSE passthrough, where the daemon never sees a read).
+setfattr -n user.volfs.iomode -v cached "$MNT"
 f="$MNT/frames"
 
 dd if=/dev/urandom of="$TEST_DIR/orig" bs="$PAGE" count=3 status=none
