@@ -31,17 +31,38 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_vie
   if (value.size() > kXattrValueMax) return Err{E2BIG};
   auto i = find(ino);
   if (!i) return Err{ENOENT};
-  std::lock_guard lock(i->mu);
-  auto it = i->xattrs.find(name);
-  if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return Err{EEXIST};
-  if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return Err{ENODATA};
-  if (it == i->xattrs.end()) {
-    i->xattrs.emplace(std::string(name), std::string(value));
-  } else {
-    it->second = std::string(value);
+  // Built before anything is charged or changed (bad_alloc changes nothing).
+  std::string new_value(value);
+  for (int attempt = 0;; ++attempt) {
+    std::unique_lock lock(i->mu);
+    auto it = i->xattrs.find(name);
+    if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return Err{EEXIST};
+    if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return Err{ENODATA};
+    // Charged against size= like data, as tmpfs does: df shows them, and a
+    // full mount says ENOSPC (after purging volatile pages, as a write does).
+    const uint64_t old_cost = it == i->xattrs.end() ? 0 : kXattrOverhead + name.size() + it->second.size();
+    const uint64_t bytes = i->xattr_bytes - old_cost + kXattrOverhead + name.size() + value.size();
+    const uint64_t had = xattr_pages(i->xattr_bytes), need = xattr_pages(bytes);
+    if (need > had && !acc_.try_charge(need - had)) {
+      lock.unlock();
+      if (attempt + 1 == kWriteAttempts || !purge_for_space(need - had)) return Err{ENOSPC};
+      continue;
+    }
+    if (it == i->xattrs.end()) {
+      try {
+        i->xattrs.emplace(std::string(name), std::move(new_value));
+      } catch (...) {
+        if (need > had) acc_.uncharge(need - had);
+        throw;
+      }
+    } else {
+      it->second = std::move(new_value);
+    }
+    if (need < had) acc_.uncharge(had - need);
+    i->xattr_bytes = bytes;
+    i->ctime = now();
+    return {};
   }
-  i->ctime = now();
-  return {};
 }
 
 Result<std::string> Filesystem::getxattr(uint64_t ino, std::string_view name) {
@@ -75,6 +96,9 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   std::lock_guard lock(i->mu);
   auto it = i->xattrs.find(name);
   if (it == i->xattrs.end()) return Err{ENODATA};
+  const uint64_t bytes = i->xattr_bytes - (kXattrOverhead + name.size() + it->second.size());
+  acc_.uncharge(xattr_pages(i->xattr_bytes) - xattr_pages(bytes));
+  i->xattr_bytes = bytes;
   i->xattrs.erase(it);
   i->ctime = now();
   return {};
