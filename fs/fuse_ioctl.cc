@@ -120,14 +120,18 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
     if (cmd == VOLFS_IOC_GET_STATUS) {
       volfs_status st{};
       if (!decode(in_buf, in_size, out_size, cmd, st)) return (void)fuse_reply_err(req, EINVAL);
-      Result<RangeStatus> r = d.fs.range_status(f, ByteRange{st.offset, st.length});
-      if (!r.ok()) return (void)fuse_reply_err(req, r.err());
-      st.nonvolatile_pages = r->nonvolatile_pages;
-      st.volatile_pages = r->volatile_pages;
-      st.purged_pages = r->purged_pages;
-      st.resident_pages = r->resident_pages;
-      st.strict_pages = r->strict_pages;
-      return reply_struct(req, st);
+      // May answer later, from the purge worker, once a purge settled.
+      d.fs.range_status(f, ByteRange{st.offset, st.length},
+                        [req, st](Result<RangeStatus> r) mutable {
+                          if (!r.ok()) return (void)fuse_reply_err(req, r.err());
+                          st.nonvolatile_pages = r->nonvolatile_pages;
+                          st.volatile_pages = r->volatile_pages;
+                          st.purged_pages = r->purged_pages;
+                          st.resident_pages = r->resident_pages;
+                          st.strict_pages = r->strict_pages;
+                          reply_struct(req, st);
+                        });
+      return;
     }
     if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
       return batch(req, f, cmd, in_buf, in_size, out_size);

@@ -279,7 +279,11 @@ int run(int argc, char** argv) {
     // with allow_other is safe; the type shows as fuse.volfs.
     std::string fuse_opts = "-odefault_permissions,subtype=volfs";
     if (!cl.fsname_given) fuse_opts += ",fsname=" + source;
-    fuse_opt_add_arg(&args, fuse_opts.c_str());
+    // Without it the kernel would not check permissions at all: no mount.
+    if (fuse_opt_add_arg(&args, fuse_opts.c_str()) != 0) {
+      std::fprintf(stderr, "volfs: out of memory adding the mount options\n");
+      goto out;
+    }
   }
   {
     // Stores live on a private tmpfs with the mount's limits; where the
@@ -302,7 +306,13 @@ int run(int argc, char** argv) {
   }
   daemon->readahead_bytes = cl.options.readahead_bytes;
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) goto out_signals;
-  fuse_daemonize(opts.foreground);
+  // A daemon that could not detach (fork, setsid or chdir failed) would hold
+  // mount(8) or the shell forever; unmount and say so instead.
+  if (fuse_daemonize(opts.foreground) != 0) {
+    std::fprintf(stderr, "volfs: could not run in the background; unmounting\n");
+    fuse_session_unmount(se);
+    goto out_signals;
+  }
   invalidator = std::make_unique<FuseInvalidator>(se);
   daemon->fs.start(invalidator.get());
   if (opts.singlethread) {

@@ -22,6 +22,9 @@ struct AccountingSnapshot {
   uint64_t purged_pages = 0;
   uint64_t pages_purged_total = 0;
   uint64_t purge_events_total = 0;
+  // Reserved, always 0: volfs answers PURGED only when a page of the range
+  // lost stored contents (only resident pages are purged), so no answer is
+  // false. Kept because volfs_stats carries it (docs/volatile-ranges.md).
   uint64_t false_purged_total = 0;
   uint64_t unmark_purged_total = 0;
   uint64_t unmark_intact_total = 0;
@@ -65,7 +68,6 @@ class Accounting {
     add(purge_events_total_, 1);
   }
   void count_unmark(bool purged) { add(purged ? unmark_purged_ : unmark_intact_, 1); }
-  void count_false_purged() { add(false_purged_, 1); }
 
   // Reserves an inode number slot against `limit`; false when full.
   [[nodiscard]] bool try_add_inode(uint64_t limit) {
@@ -92,7 +94,7 @@ class Accounting {
         .purged_pages = r(purged_),
         .pages_purged_total = r(pages_purged_total_),
         .purge_events_total = r(purge_events_total_),
-        .false_purged_total = r(false_purged_),
+        .false_purged_total = 0,
         .unmark_purged_total = r(unmark_purged_),
         .unmark_intact_total = r(unmark_intact_),
     };
@@ -118,7 +120,6 @@ class Accounting {
   std::atomic<uint64_t> purged_{0};
   std::atomic<uint64_t> pages_purged_total_{0};
   std::atomic<uint64_t> purge_events_total_{0};
-  std::atomic<uint64_t> false_purged_{0};
   std::atomic<uint64_t> unmark_purged_{0};
   std::atomic<uint64_t> unmark_intact_{0};
 };

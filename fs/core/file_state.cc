@@ -54,9 +54,16 @@ WritePlan FileState::plan_write(PageRange r, bool writeback) const {
   WritePlan plan;
   map_.for_each(r.first, r.end, [&](PageRange p, const PageFlags& f) {
     if (f.purge_id != 0 && writeback) return;  // stale data racing a purge: dropped
+    // Write-back of a page that is strict purged by now (re-marked strict
+    // after a purge, or dirtied while a purge finished): nobody can read it,
+    // and a purged volatile page may lose writes, so it is dropped, not an
+    // error that a later fsync would report.
+    if (writeback && f.is_volatile && f.strict && f.purged) return;
     // A write(2) into a purged page: EIO if strict, else the page holds data
     // again (still volatile, still purged).
     if (f.is_volatile && f.strict && f.purged) plan.eio = true;
+    if (f.is_volatile) plan.touches_volatile = true;
+    if (f == PageMap::kHole) ++plan.holes;
     if (!plan.keep.empty() && plan.keep.back().end == p.first) {
       plan.keep.back().end = p.end;
     } else {
@@ -158,6 +165,20 @@ bool FileState::has_strict_purged(PageRange r) const {
     found = found || (f.is_volatile && f.strict && f.purged);
   });
   return found;
+}
+
+bool FileState::has_zero_fill_purged(PageRange r) const {
+  bool found = false;
+  map_.for_each(r.first, r.end, [&](PageRange, const PageFlags& f) {
+    found = found || (f.is_volatile && !f.strict && f.purged);
+  });
+  return found;
+}
+
+uint64_t FileState::holes_in(PageRange r) const {
+  uint64_t n = 0;
+  map_.for_each(r.first, r.end, [&](PageRange, const PageFlags& f) { n += f == PageMap::kHole; });
+  return n;
 }
 
 bool FileState::has_purging(PageRange r) const {

@@ -33,6 +33,8 @@ struct WritePlan {
   bool eio = false;
   std::vector<PageRange> keep;
   uint64_t new_pages = 0;  // pages in `keep` that are not resident yet
+  bool touches_volatile = false;  // some page in the range is volatile
+  uint64_t holes = 0;             // hole pieces in the range (see max_new_runs)
 };
 
 enum class UnmarkResult { kIntact, kPurged, kBusy };
@@ -73,6 +75,11 @@ class FileState {
   UnmarkResult unmark(PageRange r);
   RangeStatus status(PageRange r) const;
   bool has_strict_purged(PageRange r) const;
+  // Purged zero-fill pages: the kernel may cache their zeros.
+  bool has_zero_fill_purged(PageRange r) const;
+  // Hole pieces in r: an update of r adds at most holes_in(r) + 2 runs (each
+  // hole may become a run, and the runs at both edges may split).
+  uint64_t holes_in(PageRange r) const;
   bool has_purging(PageRange r) const;
 
   // Purges up to max_pages purgeable pages of mark `seq` inside r, lowest

@@ -40,6 +40,7 @@ Filesystem::~Filesystem() {
   // Release every file's pages so that the accounting ends balanced.
   for (auto& [ino, inode] : inodes_) {
     if (inode->is_reg()) acc_.uncharge(inode->state->drop(0, FileState::kEndOfFile));
+    acc_.uncharge(xattr_pages(inode->xattr_bytes));
   }
 }
 
@@ -199,13 +200,14 @@ void Filesystem::sync_with_store(Inode& i, PageRange r) {
 
 Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
   sync_with_store(i, PageRange{0, 0});
+  // The store first: if it fails, nothing has changed.
+  if (int r = i.store->truncate(size); r < 0) return Err{-r};
   if (size < i.size) {
     // Pages wholly past the new end lose all state, volatile or not; a
     // partial last page stays (the store zeroes its tail).
     uint64_t first_gone = (size + page_size_ - 1) / page_size_;
     acc_.uncharge(i.state->drop(first_gone, FileState::kEndOfFile));
   }
-  if (int r = i.store->truncate(size); r < 0) return Err{-r};
   i.size = size;
   i.mtime = i.ctime = now();
   return {};

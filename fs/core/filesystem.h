@@ -31,6 +31,7 @@
 #include "purge_queue.h"
 #include "purge_worker.h"
 #include "result.h"
+#include "rw_mutex.h"
 #include "store.h"
 
 namespace volfs {
@@ -77,7 +78,8 @@ class Inode {
   // Shared while data moves between the store and the kernel (READ replies
   // are built under it); exclusive while the store's pages are taken away
   // (purge, truncate, punch), so no reply carries a page the purge freed.
-  std::shared_mutex io_mu;
+  // Writer-preferring (RwMutex): a file read in a loop must not starve them.
+  RwMutex io_mu;
   // Guards the attributes, xattrs, the page state and the unmark waiters.
   std::mutex mu;
   mode_t mode = 0;  // GUARDED_BY(mu), type bits included
@@ -88,6 +90,7 @@ class Inode {
   uint64_t size = 0;
   timespec atime{}, mtime{}, ctime{};
   std::map<std::string, std::string, std::less<>> xattrs;
+  uint64_t xattr_bytes = 0;  // charged against size= (filesystem_xattr.cc)
   std::string symlink_target;                  // immutable after creation
   std::unique_ptr<Store> store;                // regular files
   std::unique_ptr<FileState> state;            // regular files
@@ -231,9 +234,13 @@ class Filesystem {
   // many single calls would be.
   void mark_batch(const OpenFile& f, const std::vector<MarkRequest>& ranges, MarkDone done);
   void unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges, UnmarkBatchDone done);
-  Result<RangeStatus> range_status(const OpenFile& f, ByteRange r);
-  // Exact at the moment it is taken: files open in passthrough are synced
-  // with their stores first.
+  // `done` may run later, on the purge worker: while a purge of the range is
+  // finishing, the kernel may still serve pages that the status would call
+  // purged, so the answer waits for it, as an unmark does.
+  using StatusDone = std::function<void(Result<RangeStatus>)>;
+  void range_status(const OpenFile& f, ByteRange r, StatusDone done);
+  // Exact at the moment it is taken: files in passthrough are synced with
+  // their stores first.
   AccountingSnapshot stats();
   // Purges up to max_bytes in purge order; done(bytes purged) after every
   // mapping sees the purged state.
@@ -258,18 +265,29 @@ class Filesystem {
     UnmarkBatchDone done;
   };
   void try_unmark(std::shared_ptr<UnmarkJob> job);
+  void try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done);
+  void finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done);  // purge_on_mark
+  // Drops the kernel's copies of pages that just became strict purged (see
+  // mark_batch), with the inode settling meanwhile, then runs `then`.
+  void post_invalidate(std::shared_ptr<Inode> i, std::vector<PageRange> ranges,
+                       std::function<void()> then);
 
   std::shared_ptr<Inode> find(uint64_t ino) const;  // takes ns_mu_
   std::shared_ptr<Inode> find_locked(uint64_t ino) const;
   struct stat stat_of(Inode& i);  // takes i.mu
   Result<Entry> make_node(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                           const Caller& c, std::string_view target);
+  Result<Entry> make_node_charged(Inode& dir, uint64_t parent, std::string_view name, mode_t mode,
+                                  dev_t rdev, const Caller& c, std::string_view target);
   void add_entry(Inode& dir, std::string_view name, uint64_t ino);
+
   void remove_entry(Inode& dir, std::string_view name);
   void drop_link(const std::shared_ptr<Inode>& i);  // nlink--, may destroy
   void maybe_destroy(const std::shared_ptr<Inode>& i);
   void touch_dir(Inode& dir);
   void inherit_iomode(const Inode& dir, Inode& child);  // dir.mu held
+  // The size= pages that xattr_bytes of xattrs take.
+  uint64_t xattr_pages(uint64_t bytes) const { return (bytes + page_size_ - 1) / page_size_; }
 
   Status truncate_locked(Inode& i, uint64_t size);  // io_mu exclusive + mu held
   // Passthrough writes and stores reach the store without the daemon: for an

@@ -109,18 +109,28 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
     std::unique_lock lock(i.mu);
     WritePlan plan = i.state->plan_write(pages, writeback);
     if (plan.eio) return Err{EIO};
+    // Volatile pages may lose their data and keep their runs (purge): bound
+    // the runs they can leave behind (kMaxRunsPerFile).
+    if (plan.touches_volatile &&
+        i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
+      return Err{ENOSPC};
+    }
     if (plan.new_pages && !acc_.try_charge(plan.new_pages)) {
       lock.unlock();
       io.unlock();
       if (attempt + 1 == kWriteAttempts || !purge_for_space(plan.new_pages)) return Err{ENOSPC};
       continue;
     }
-    i.state->commit_write(plan);
     if (end > i.size) {
-      // The store grows under mu, so concurrent writers never shrink it.
-      if (int r = i.store->truncate(end); r < 0) return Err{-r};
+      // The store grows under mu, so concurrent writers never shrink it;
+      // before the commit, so that a failure leaves nothing to undo.
+      if (int r = i.store->truncate(end); r < 0) {
+        if (plan.new_pages) acc_.uncharge(plan.new_pages);
+        return Err{-r};
+      }
       i.size = end;
     }
+    i.state->commit_write(plan);
     i.mtime = i.ctime = now();
     lock.unlock();
     if (options_.purge_high_pct && worker_) worker_->wake();

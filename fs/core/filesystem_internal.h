@@ -13,6 +13,16 @@ constexpr size_t kNameMax = 255;
 constexpr size_t kXattrValueMax = 64 * 1024;
 constexpr uint64_t kBogoDirentSize = 20;  // tmpfs reports directory sizes this way
 constexpr int kWriteAttempts = 4;         // purges for space before ENOSPC
+// Extended attributes are charged against size= (as tmpfs does) by bytes:
+// name + value + this much for the map node that holds them, rounded up to
+// pages per inode.
+constexpr uint64_t kXattrOverhead = 64;
+// Runs of distinct page state per file (PageMap nodes, ~100 bytes of daemon
+// heap each). Resident pages are charged against size=, but a volatile hole
+// or a purged page costs a run and no page, so their number is bounded per
+// file: a MARK, or a write into volatile pages, that could take a file past
+// it fails with ENOSPC (docs/volatile-ranges.md).
+constexpr uint64_t kMaxRunsPerFile = uint64_t{1} << 17;
 
 inline timespec now() {
   timespec t{};

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <new>
 
 #include "filesystem_internal.h"
 
@@ -54,14 +55,39 @@ void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
   if (i->ino == kRootIno || i->nlookup > 0 || i->nlink > 0) return;
   inodes_.erase(i->ino);
   acc_.add_inodes(-1);
+  {
+    std::lock_guard lock(i->mu);
+    acc_.uncharge(xattr_pages(i->xattr_bytes));
+    i->xattr_bytes = 0;
+  }
   if (i->is_reg()) {
     // Open files hold the kernel's reference, so none is open now; a purge
-    // may still hold the inode and will find nothing left to take.
-    std::unique_lock io(i->io_mu);
-    std::lock_guard lock(i->mu);
-    acc_.uncharge(i->state->drop(0, FileState::kEndOfFile));
-    (void)i->store->truncate(0);
-    acc_.add_files(-1);
+    // may still hold the inode and will find nothing left to take (its punch
+    // of the empty store that replaces the dead one is a harmless EBADF).
+    // Freeing the memfd's pages (gigabytes, maybe) is slow: it happens on
+    // the purge worker, not under ns_mu_, which every lookup needs.
+    // (forget() runs outside guarded(): nothing here may throw.)
+    std::unique_ptr<Store> empty(new (std::nothrow) Store());
+    std::shared_ptr<Store> dead;
+    {
+      std::unique_lock io(i->io_mu);
+      std::lock_guard lock(i->mu);
+      acc_.uncharge(i->state->drop(0, FileState::kEndOfFile));
+      if (empty) {
+        dead = std::move(i->store);
+        i->store = std::move(empty);
+      } else {
+        (void)i->store->truncate(0);  // no memory to defer it: free it here
+      }
+      acc_.add_files(-1);
+    }
+    if (dead && worker_) {
+      try {
+        worker_->post([dead]() mutable { dead.reset(); });
+      } catch (const std::bad_alloc&) {
+        (void)dead->truncate(0);  // freed here after all, under ns_mu_
+      }
+    }
   }
 }
 
@@ -71,9 +97,16 @@ void Filesystem::touch_dir(Inode& dir) {
 }
 
 void Filesystem::add_entry(Inode& dir, std::string_view name, uint64_t ino) {
-  uint64_t cookie = dir.dir.next_cookie++;
-  dir.dir.entries.emplace(std::string(name), DirEntry{ino, cookie});
-  dir.dir.by_cookie.emplace(cookie, std::string(name));
+  // Both entries or neither: bad_alloc leaves the directory as it was.
+  uint64_t cookie = dir.dir.next_cookie;
+  auto it = dir.dir.entries.emplace(std::string(name), DirEntry{ino, cookie}).first;
+  try {
+    dir.dir.by_cookie.emplace(cookie, std::string(name));
+  } catch (...) {
+    dir.dir.entries.erase(it);
+    throw;
+  }
+  ++dir.dir.next_cookie;
   touch_dir(dir);
 }
 
@@ -86,12 +119,16 @@ void Filesystem::remove_entry(Inode& dir, std::string_view name) {
 }
 
 void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
+  bool own_slot;
   {
     std::lock_guard lock(i->mu);
     assert(i->nlink > 0);
     --i->nlink;
     i->ctime = now();
+    // Every link beyond the first took an inode slot (see link()).
+    own_slot = i->nlink > 0 && !i->is_dir();
   }
+  if (own_slot) acc_.add_inodes(-1);
   maybe_destroy(i);
 }
 
@@ -105,7 +142,18 @@ Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode
   if (name.size() > kNameMax) return Err{ENAMETOOLONG};
   if (dir->dir.entries.count(name)) return Err{EEXIST};
   if (!acc_.try_add_inode(options_.nr_inodes)) return Err{ENOSPC};
+  try {
+    return make_node_charged(*dir, parent, name, mode, rdev, c, target);
+  } catch (...) {
+    acc_.add_inodes(-1);  // bad_alloc before the commit: the slot goes back
+    throw;
+  }
+}
 
+Result<Entry> Filesystem::make_node_charged(Inode& parent_dir, uint64_t parent,
+                                            std::string_view name, mode_t mode, dev_t rdev,
+                                            const Caller& c, std::string_view target) {
+  Inode* dir = &parent_dir;
   auto i = std::make_shared<Inode>(next_ino_, mode);
   i->mode = mode;
   i->uid = c.uid;
@@ -128,21 +176,28 @@ Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode
       return Err{-r};
     }
     i->state = std::make_unique<FileState>(i->ino, acc_, queue_);
-    acc_.add_files(1);
   }
   if (i->type == S_IFLNK) {
     i->symlink_target = std::string(target);
     i->size = target.size();
   }
+  if (i->is_dir()) i->dir.parent = parent;
+  i->nlookup = 1;
+  // Everything that allocates comes before the last step that can fail; the
+  // commit after it cannot throw.
+  auto slot = inodes_.emplace(i->ino, i).first;
+  try {
+    add_entry(*dir, name, i->ino);
+  } catch (...) {
+    inodes_.erase(slot);
+    throw;
+  }
+  ++next_ino_;
+  if (i->is_reg()) acc_.add_files(1);
   if (i->is_dir()) {
-    i->dir.parent = parent;
     std::lock_guard dlock(dir->mu);
     ++dir->nlink;
   }
-  ++next_ino_;
-  i->nlookup = 1;
-  inodes_.emplace(i->ino, i);
-  add_entry(*dir, name, i->ino);
   return Entry{i->ino, stat_of(*i)};
 }
 
@@ -190,10 +245,21 @@ Result<Entry> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view n
   {
     std::lock_guard ilock(i->mu);
     if (i->nlink == 0) return Err{ENOENT};  // linkat of an unlinked O_TMPFILE-like file
+  }
+  // Each link beyond the first takes an inode slot, as on tmpfs: a name costs
+  // daemon memory like an inode does, and nr_inodes bounds both.
+  if (!acc_.try_add_inode(options_.nr_inodes)) return Err{ENOSPC};
+  try {
+    add_entry(*dir, name, ino);
+  } catch (...) {
+    acc_.add_inodes(-1);
+    throw;
+  }
+  {
+    std::lock_guard ilock(i->mu);
     ++i->nlink;
     i->ctime = now();
   }
-  add_entry(*dir, name, ino);
   std::atomic_ref<uint64_t>(i->nlookup).fetch_add(1, std::memory_order_relaxed);
   return Entry{ino, stat_of(*i)};
 }

@@ -6,13 +6,19 @@
 
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
+#include <sys/xattr.h>
 #include <volfs/volfs.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <set>
 #include <thread>
+
+#include "filesystem_internal.h"
 
 namespace volfs {
 namespace {
@@ -57,6 +63,18 @@ int unmark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
   auto out = std::make_shared<std::atomic<int>>(-EINPROGRESS);
   fs.unmark(f, ByteRange{off, len}, [out](Result<bool> r) { *out = r.ok() ? int{*r} : -r.err(); });
   return wait_for(out, -EINPROGRESS);
+}
+
+// GET_STATUS, waiting for the answer (it waits for a settling purge).
+Result<RangeStatus> status(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
+  auto out = std::make_shared<std::atomic<bool>>(false);
+  auto st = std::make_shared<Result<RangeStatus>>(Err{EINPROGRESS});
+  fs.range_status(f, ByteRange{off, len}, [out, st](Result<RangeStatus> r) {
+    *st = r;
+    *out = true;
+  });
+  wait_for(out, false);
+  return *st;
 }
 
 uint64_t purge(Filesystem& fs, uint64_t bytes) {
@@ -174,7 +192,7 @@ TEST(FilesystemTest, ArgumentChecks) {
   EXPECT_EQ(mark(fx.fs, *f, 0, 5 * kPage).err(), EINVAL);  // past EOF
   EXPECT_EQ(mark(fx.fs, *f, UINT64_MAX - kPage + 1, 2 * kPage).err(), EINVAL);
   EXPECT_EQ(unmark(fx.fs, *f, 0, 100 * kPage), 0);  // past EOF is harmless
-  EXPECT_TRUE(fx.fs.range_status(**ro, ByteRange{0, 0}).ok());
+  EXPECT_TRUE(status(fx.fs, **ro, 0, 0).ok());
   EXPECT_EQ(fx.fs.fallocate(**ro, 0, 0, kPage).err(), EBADF);
 }
 
@@ -197,6 +215,102 @@ TEST(FilesystemTest, TruncateAndPunchKeepAccountingExact) {
   EXPECT_EQ(s.resident_pages, 0u);
   EXPECT_EQ(s.purged_pages, 4u);
   EXPECT_EQ(s.charged_pages, 0u);
+}
+
+// Issue 11, defect 1: xattrs are charged against size= (df shows them, a full
+// mount says ENOSPC), and the charge goes when they or their inode go.
+TEST(FilesystemTest, XattrsAreChargedAgainstTheSizeLimit) {
+  Fixture fx(options(64));
+  auto f = fx.create("a", 0);
+  const uint64_t ino = f->inode->ino;
+  const std::string value(kXattrValueMax, 'x');
+  int stored = 0;
+  Status s;
+  while ((s = fx.fs.setxattr(ino, "user.k" + std::to_string(stored), value, 0)).ok()) {
+    ASSERT_LT(++stored, 64) << "xattrs are not charged against size=";
+  }
+  EXPECT_EQ(s.err(), ENOSPC);
+  EXPECT_EQ(stored, 3);  // 4 x (64 KiB + name + overhead) > 64 pages
+  EXPECT_LT(fx.fs.statfs().f_bfree, 64u - 3 * 16 + 1);
+  // A replacement is charged by its difference; a smaller one frees pages.
+  ASSERT_TRUE(fx.fs.setxattr(ino, "user.k0", "small", XATTR_REPLACE).ok());
+  EXPECT_GE(fx.fs.statfs().f_bfree, 64u - 2 * 17);
+  ASSERT_TRUE(fx.fs.removexattr(ino, "user.k1").ok());
+  EXPECT_GE(fx.fs.statfs().f_bfree, 64u - 17);
+  EXPECT_TRUE(fx.fs.unlink(kRootIno, "a").ok());
+  fx.fs.forget(ino, 1);
+  EXPECT_EQ(fx.fs.statfs().f_bfree, 64u);
+  EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
+}
+
+// Issue 11, defect 1: every link beyond the first takes an inode slot, as on
+// tmpfs, so names cannot grow the daemon without bound.
+TEST(FilesystemTest, HardLinksCountAgainstNrInodes) {
+  MountOptions o = options();
+  o.nr_inodes = 10;
+  Fixture fx(o);
+  auto f = fx.create("a", 1);
+  const uint64_t ino = f->inode->ino;
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 8u);  // root and a
+  for (int k = 0; k < 8; ++k) {
+    ASSERT_TRUE(fx.fs.link(ino, kRootIno, "l" + std::to_string(k)).ok()) << k;
+  }
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 0u);
+  EXPECT_EQ(fx.fs.link(ino, kRootIno, "one_more").err(), ENOSPC);
+  EXPECT_EQ(fx.fs.create(kRootIno, "b", 0644, Caller{}).err(), ENOSPC);
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "l0").ok());
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 1u);
+  auto b = fx.create("b", 0);
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 0u);
+  // Renaming a file onto a link frees the link's slot.
+  ASSERT_TRUE(fx.fs.rename(kRootIno, "b", kRootIno, "l1", 0).ok());
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 1u);
+  EXPECT_TRUE(fx.fs.link(ino, kRootIno, "one_more").ok());
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 0u);
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "l1").ok());
+  fx.fs.forget(b->inode->ino, 1);
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 1u);
+  for (int k = 2; k < 8; ++k) ASSERT_TRUE(fx.fs.unlink(kRootIno, "l" + std::to_string(k)).ok());
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "one_more").ok());
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 8u);
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "a").ok());
+  fx.fs.forget(ino, 10);
+  EXPECT_EQ(fx.fs.statfs().f_ffree, 9u);
+}
+
+// Issue 11, defect 1: marking every other page of a sparse file costs a run of
+// daemon heap per range and no page; a file holds at most kMaxRunsPerFile
+// runs, and the batch that would pass it fails whole with ENOSPC.
+TEST(FilesystemTest, VolatileRunsPerFileAreBounded) {
+  Fixture fx;
+  auto f = fx.create("a", 0);
+  SetAttr a;
+  a.set_size = true;
+  a.size = (2 * kMaxRunsPerFile + 2 * VOLFS_BATCH_MAX) * kPage;
+  ASSERT_TRUE(fx.fs.setattr(f->inode->ino, a).ok());
+  uint64_t page = 0;
+  int err = 0;
+  while (err == 0) {
+    std::vector<Filesystem::MarkRequest> batch;
+    for (unsigned k = 0; k < VOLFS_BATCH_MAX; ++k, page += 2) {
+      batch.push_back({ByteRange{page * kPage, kPage}, 0});
+    }
+    const uint64_t before = fx.fs.stats().volatile_pages;
+    auto out = std::make_shared<std::atomic<int>>(-1);
+    fx.fs.mark_batch(*f, batch, [out](Status st) { *out = st.err(); });
+    err = wait_for(out, -1);
+    if (err) {
+      EXPECT_EQ(fx.fs.stats().volatile_pages, before) << "a batch is all or nothing";
+    }
+    ASSERT_LE(f->inode->state->map().run_count(), kMaxRunsPerFile);
+    ASSERT_LT(page, 2 * kMaxRunsPerFile + 2 * VOLFS_BATCH_MAX) << "no limit on runs";
+  }
+  EXPECT_EQ(err, ENOSPC);
+  EXPECT_GT(f->inode->state->map().run_count(), kMaxRunsPerFile - 8 * VOLFS_BATCH_MAX);
+  // Unmarking gives the runs back.
+  EXPECT_EQ(unmark(fx.fs, *f, 0, 0), 0);
+  EXPECT_EQ(f->inode->state->map().run_count(), 0u);
+  EXPECT_TRUE(mark(fx.fs, *f, 0, 2 * kPage).ok());
 }
 
 // Plays the kernel: invalidating a range first writes back the pages the
@@ -307,7 +421,7 @@ TEST(FilesystemTest, UnmarkBatchAnswersInOrderAndWaitsOnlyFromTheBusyRange) {
                          *answer = bits | int(r->size()) << 8;
                        });
     EXPECT_EQ(answer->load(), -EINPROGRESS);
-    Result<RangeStatus> st = fx.fs.range_status(*f, ByteRange{0, kPage});
+    Result<RangeStatus> st = status(fx.fs, *f, 0, kPage);
     ASSERT_TRUE(st.ok());
     EXPECT_EQ(st->nonvolatile_pages, 1u) << "ranges before the busy one are applied in order";
   };
@@ -330,6 +444,158 @@ TEST(FilesystemTest, StrictPurgedPagesFailWithEioUntilUnmarked) {
   EXPECT_EQ(fx.fs.write(*f, "x", 1, kPage).err(), EIO);
   EXPECT_EQ(unmark(fx.fs, *f, kPage, kPage), 1);
   EXPECT_EQ(read_all(fx.fs, *f, kPage, kPage), std::string(kPage, '\0'));
+}
+
+// Issue 11, defect 4: between phase 1 (pages recorded purged) and the end of
+// phase 2 (the kernel's copies dropped) read(2) may still return the old
+// contents; GET_STATUS must not call the pages purged meanwhile, so it waits.
+TEST(FilesystemTest, StatusWaitsWhileAPurgeOfTheRangeSettles) {
+  Fixture fx;
+  KernelLikeInvalidator inval(fx.fs);
+  fx.fs.start(&inval);
+  auto f = fx.create("a", 4);
+  ASSERT_TRUE(mark(fx.fs, *f, kPage, kPage, VOLFS_MARK_STRICT).ok());
+  auto answered = std::make_shared<std::atomic<int>>(-1);  // purged pages, once answered
+  std::vector<int> seen_during;
+  inval.during = [&] {
+    if (seen_during.empty()) {
+      fx.fs.range_status(*f, ByteRange{kPage, kPage}, [answered](Result<RangeStatus> r) {
+        *answered = r.ok() ? static_cast<int>(r->purged_pages) : -r.err();
+      });
+    }
+    seen_during.push_back(answered->load());
+  };
+  EXPECT_EQ(purge(fx.fs, VOLFS_PURGE_ALL), kPage);
+  fx.fs.stop();
+  EXPECT_EQ(seen_during, (std::vector<int>{-1, -1})) << "answered while the kernel could serve "
+                                                        "the old page";
+  EXPECT_EQ(answered->load(), 1);
+}
+
+// Issue 11, defect 3: a purged zero-fill page re-marked strict may have its
+// zeros cached by the kernel; the mark drops them (on the purge worker, no
+// lock held) before it answers.
+TEST(FilesystemTest, RemarkingPurgedZeroFillStrictDropsTheKernelsCopyFirst) {
+  Fixture fx;
+  KernelLikeInvalidator inval(fx.fs);
+  fx.fs.start(&inval);
+  auto f = fx.create("a", 4);
+  ASSERT_TRUE(mark(fx.fs, *f, kPage, 2 * kPage).ok());
+  EXPECT_EQ(purge(fx.fs, kPage), kPage);  // page 1 only
+  const int calls = inval.calls;
+  // Page 3 (non-volatile, resident) joins: only purged zero-fill pages matter.
+  auto seen = std::make_shared<std::atomic<int>>(-1);
+  fx.fs.mark(*f, ByteRange{kPage, 3 * kPage}, VOLFS_MARK_STRICT,
+             [&inval, seen](Status s) { *seen = s.ok() ? inval.calls : -1; });
+  EXPECT_EQ(wait_for(seen, -1), calls + 1) << "answered before the kernel's copy was dropped";
+  int err = 0;
+  read_all(fx.fs, *f, kPage, kPage, &err);
+  EXPECT_EQ(err, EIO);
+  // A resident strict page re-marked strict costs no invalidation.
+  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, VOLFS_MARK_STRICT).ok());
+  EXPECT_EQ(inval.calls, calls + 1);
+  Result<RangeStatus> st = status(fx.fs, *f, 0, 0);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->purged_pages, 1u);
+  EXPECT_EQ(st->strict_pages, 3u);
+}
+
+// Issue 11, defect 7: io_mu prefers writers. Readers that overlap without end
+// (each holds io_mu shared while its reply goes out) must not starve a purge,
+// which needs io_mu exclusive. glibc's std::shared_mutex prefers readers, and
+// the purge waited as long as the readers ran.
+TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
+  Fixture fx;
+  auto f = fx.create("a", 8);
+  ASSERT_TRUE(mark(fx.fs, *f, 4 * kPage, 4 * kPage).ok());
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        (void)fx.fs.read(*f, 0, kPage, [](int, uint64_t, size_t) {
+          std::this_thread::sleep_for(std::chrono::microseconds(500));  // a slow reply
+        });
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<uint64_t> purged{UINT64_MAX};
+  std::thread purger([&] { purged = purge(fx.fs, VOLFS_PURGE_ALL); });
+  while (purged == UINT64_MAX && std::chrono::steady_clock::now() - start < std::chrono::seconds(3)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  stop = true;
+  for (auto& r : readers) r.join();
+  purger.join();
+  EXPECT_EQ(purged.load(), 4 * kPage);
+  EXPECT_LT(waited, std::chrono::seconds(1))
+      << "the purge waited " << std::chrono::duration<double>(waited).count()
+      << " s for a loop of readers";
+}
+
+// Issue 11, defect 7: destroying a file frees its memfd (slow for a big file)
+// on the purge worker, not under the exclusive ns_mu_ that every lookup needs.
+// Deterministic: with the worker held up, forget() must return with the
+// memfd still open and whole; it is freed once the worker runs.
+TEST(FilesystemTest, DestroyingABigFileDoesNotFreeItsPagesUnderTheNamespaceLock) {
+  Fixture fx;
+  KernelLikeInvalidator inval(fx.fs);
+  fx.fs.start(&inval);
+  std::atomic<bool> hold{true}, held{false};
+  inval.during = [&] {
+    if (held.exchange(true)) return;  // only the first invalidation waits
+    while (hold) std::this_thread::yield();
+  };
+  auto other = fx.create("other", 1);
+  ASSERT_TRUE(mark(fx.fs, *other, 0, kPage).ok());
+  std::atomic<uint64_t> purged{UINT64_MAX};
+  fx.fs.purge(VOLFS_PURGE_ALL, [&](uint64_t b) { purged = b; });  // holds the worker
+  while (!held) std::this_thread::yield();
+  auto f = fx.create("big", 64);
+  const uint64_t ino = f->inode->ino;
+  const int memfd = f->inode->store->fd();
+  f.reset();
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "big").ok());
+  fx.fs.forget(ino, 1);  // the last reference: destroys the file
+  EXPECT_EQ(fx.fs.stats().files, 1u);
+  struct stat st {};
+  EXPECT_EQ(fstat(memfd, &st), 0) << "the memfd was closed under ns_mu_";
+  EXPECT_EQ(st.st_size, static_cast<off_t>(64 * kPage)) << "the memfd was freed under ns_mu_";
+  hold = false;
+  fx.fs.stop();
+  EXPECT_EQ(purged.load(), kPage);
+  EXPECT_EQ(fcntl(memfd, F_GETFD), -1) << "the worker closes it";
+  EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
+}
+
+// Issue 11, defect 6: an error after the page state was committed left the
+// pages resident and charged. A write whose store cannot grow (here: past
+// RLIMIT_FSIZE, EFBIG) must leave the accounting as it was.
+TEST(FilesystemTest, AWriteWhoseStoreCannotGrowChangesNothing) {
+  Fixture fx;
+  auto f = fx.create("a", 1);
+  const AccountingSnapshot before = fx.fs.stats();
+  struct sigaction ign {}, old_sa {};
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGXFSZ, &ign, &old_sa), 0);
+  rlimit old_lim{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+  rlimit lim = old_lim;
+  lim.rlim_cur = 16 * kPage;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  std::string data(2 * kPage, 'w');
+  Result<size_t> w = fx.fs.write(*f, data.data(), data.size(), 32 * kPage);
+  setrlimit(RLIMIT_FSIZE, &old_lim);
+  sigaction(SIGXFSZ, &old_sa, nullptr);
+  EXPECT_EQ(w.err(), EFBIG);
+  const AccountingSnapshot after = fx.fs.stats();
+  EXPECT_EQ(after.resident_pages, before.resident_pages);
+  EXPECT_EQ(after.charged_pages, before.charged_pages);
+  EXPECT_EQ(fx.fs.getattr(f->inode->ino)->st_size, static_cast<off_t>(kPage));
+  EXPECT_EQ(fx.fs.getattr(f->inode->ino)->st_blocks, static_cast<blkcnt_t>(kPage / 512));
 }
 
 // Threads race writers of non-volatile pages, mark/unmark cycles and purges

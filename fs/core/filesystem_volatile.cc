@@ -53,6 +53,8 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   }
   std::vector<PurgeEntry> entries;
   entries.reserve(ranges.size());
+  std::vector<PageRange> strict_now;  // purged zero-fill pages made strict
+  strict_now.reserve(ranges.size());
   int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
@@ -75,6 +77,14 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
     }
     // Which pages hold data: passthrough writes went around the daemon.
     for (size_t k = 0; k < pages.size() && !err; ++k) sync_with_store(*i, pages[k]);
+    // Bound the file's runs (kMaxRunsPerFile) before anything changes, so
+    // a batch is all or nothing. Each range adds at most its holes + 2 runs;
+    // + 3, as an earlier range of the batch may split a hole this one sees.
+    uint64_t runs = i->state->map().run_count();
+    for (size_t k = 0; k < pages.size() && !err; ++k) {
+      runs += i->state->holes_in(pages[k]) + 3;
+      if (runs > kMaxRunsPerFile) err = ENOSPC;
+    }
     for (size_t k = 0; k < pages.size() && !err; ++k) {
       const uint32_t flags = ranges[k].flags;
       uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
@@ -82,15 +92,34 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
                                                 VOLFS_MARK_PRIORITY_SHIFT)
                          : VOLFS_PRIORITY_DEFAULT;
       uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+      if ((flags & VOLFS_MARK_STRICT) && i->state->has_zero_fill_purged(pages[k])) {
+        strict_now.push_back(pages[k]);
+      }
       i->state->mark(pages[k], prio, flags & VOLFS_MARK_STRICT, seq);
       entries.push_back(PurgeEntry{.prio = prio, .seq = seq, .ino = i->ino, .range = pages[k]});
     }
+    if (!err && !strict_now.empty()) ++i->settling;  // ended by post_invalidate
   }
   if (err) return done(Err{err});
   // Room for writes next to the data just marked; and passthrough writes the
   // daemon did not see may have gone above size= already: purge now, not at
   // the next tick.
   if (fit_backing() && worker_) worker_->wake();
+  if (!strict_now.empty()) {
+    // Those pages read as zeros until now, and the kernel may hold the zeros
+    // in its cache and in mappings: drop them before answering, so that from
+    // the answer on every read fails (EIO, SIGBUS) as on any strict purged
+    // page. The inode settles meanwhile (under mu, with the mark), so that
+    // GET_STATUS, which already says strict and purged, and UNMARK wait.
+    auto rest = [this, entries, done = std::move(done)]() mutable {
+      finish_mark(entries, std::move(done));
+    };
+    return post_invalidate(i, std::move(strict_now), std::move(rest));
+  }
+  finish_mark(entries, std::move(done));
+}
+
+void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done) {
   if (!options_.purge_on_mark) return done({});
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
@@ -145,15 +174,53 @@ void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
   job->done(std::move(job->purged));
 }
 
-Result<RangeStatus> Filesystem::range_status(const OpenFile& f, ByteRange r) {
-  Inode& i = *f.inode;
-  if (!i.is_reg()) return Err{EINVAL};
-  std::lock_guard lock(i.mu);
-  sync_with_store(i, PageRange{0, 0});
-  Result<PageRange> pages = volatile_range(i, r, /*for_mark=*/false);
-  if (!pages.ok()) return Err{pages.err()};
-  sync_with_store(i, *pages);
-  return i.state->status(*pages);
+void Filesystem::range_status(const OpenFile& f, ByteRange r, StatusDone done) {
+  std::shared_ptr<Inode> i = f.inode;
+  if (!i->is_reg()) return done(Err{EINVAL});
+  Result<PageRange> pages = Err{EINVAL};
+  {
+    std::lock_guard lock(i->mu);
+    sync_with_store(*i, PageRange{0, 0});
+    pages = volatile_range(*i, r, /*for_mark=*/false);
+  }
+  if (!pages.ok()) return done(Err{pages.err()});
+  try_status(std::move(i), *pages, std::move(done));
+}
+
+void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done) {
+  std::unique_lock lock(i->mu);
+  // Phase 1 records pages purged before phase 2 drops the kernel's copies:
+  // until then read(2) may still return the old contents of a page that the
+  // status would call purged. Status and reads agree at every instant a
+  // client can see both only if the status waits, as an unmark does.
+  if (i->settling || i->state->has_purging(r)) {
+    i->waiters.push_back([this, i, r, done] { try_status(i, r, done); });
+    return;
+  }
+  sync_with_store(*i, r);  // resident pages, exact
+  RangeStatus st = i->state->status(r);
+  lock.unlock();
+  done(st);
+}
+
+void Filesystem::post_invalidate(std::shared_ptr<Inode> i, std::vector<PageRange> ranges,
+                                 std::function<void()> then) {
+  auto job = [this, i, ranges = std::move(ranges), then = std::move(then)] {
+    if (invalidator_) {
+      for (const PageRange& r : ranges) {
+        invalidator_->invalidate(i->ino, r.first * page_size_, r.pages() * page_size_);
+      }
+    }
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard lock(i->mu);
+      if (--i->settling == 0) waiters.swap(i->waiters);
+    }
+    for (auto& w : waiters) w();
+    then();
+  };
+  if (!worker_) return job();
+  worker_->post(std::move(job));
 }
 
 }  // namespace volfs

@@ -838,6 +838,65 @@ TEST_F(VolatileTest, StrictPurgedPageDoesNotBreakItsNeighbours) {
                                     .unmark_purged_total = 1}));
 }
 
+// Issue 11, defect 3: a purged zero-fill page whose zeros are in the kernel's
+// cache, re-marked strict, fails like any strict purged page: the mark's
+// answer comes after the kernel's copy was dropped.
+TEST_F(VolatileTest, PurgedZeroFillPageRemarkedStrictFailsEvenWhenCached) {
+  use_cached_io_mode();  // strict marks below
+  make_file("f", 4, 1);
+  const std::string f = P("f");
+  ASSERT_TRUE(mark_in_child(f, kPage, kPage));
+  EXPECT_EQ(purge_in_child(mount_.mountpoint(), VOLFS_PURGE_ALL), static_cast<int64_t>(kPage));
+  UniqueFd fd(open(f.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  std::string buf(kPage, 'q');
+  // Zeros, now cached; a mapping holds them too.
+  ASSERT_EQ(pread(fd.get(), buf.data(), kPage, kPage), static_cast<ssize_t>(kPage));
+  EXPECT_TRUE(is_all_zero(buf.data(), kPage));
+  SyncPipe mapped, go;
+  ChildProcess toucher;  // an existing mapping that has the zeros faulted in
+  toucher.start([&] {
+    char* m = child_map(f, 4, PROT_READ);
+    volatile char c = m[kPage + 5];
+    CHILD_CHECK(c == 0);
+    mapped.post();
+    CHILD_CHECK(go.wait());
+    c = m[kPage + 5];  // SIGBUS here
+    return 0;
+  });
+  ASSERT_TRUE(mapped.wait());
+  ASSERT_TRUE(mark_in_child(f, kPage, kPage, VOLFS_MARK_STRICT));
+  EXPECT_TRUE(status_match(status("f", kPage, kPage),
+                           {.volatile_ = 1, .purged = 1, .resident = 0, .strict = 1}));
+  errno = 0;
+  EXPECT_EQ(pread(fd.get(), buf.data(), kPage, kPage), -1) << "read(2) of cached zeros";
+  EXPECT_EQ(errno, EIO);
+  {
+    UniqueFd fresh(open(f.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fresh.ok());
+    errno = 0;
+    EXPECT_EQ(pread(fresh.get(), buf.data(), kPage, kPage), -1) << "read(2) through a new fd";
+    EXPECT_EQ(errno, EIO);
+  }
+  errno = 0;
+  EXPECT_EQ(pwrite(fd.get(), buf.data(), kPage, kPage), -1) << "write(2)";
+  EXPECT_EQ(errno, EIO);
+  go.post();
+  EXPECT_TRUE(killed_by(toucher.wait(), SIGBUS)) << "existing mapping";
+  EXPECT_TRUE(killed_by(run_in_child([&] {
+                          char* m = child_map(f, 4, PROT_READ);
+                          volatile char c = m[kPage];
+                          (void)c;
+                          return 0;
+                        }),
+                        SIGBUS))
+      << "new mapping";
+  // Neighbours work; after UNMARK the page reads as zeros.
+  EXPECT_TRUE(pages_are(f, 0, {page_bytes(1, 0, 1)}));
+  EXPECT_EQ(unmark_in_child(f, kPage, kPage), static_cast<int>(VOLFS_PURGED));
+  EXPECT_TRUE(pages_are(f, 0, pattern_pages(1, 0, 1) + zero_pages(1) + pattern_pages(1, 2, 2)));
+}
+
 // ---------------------------------------------------------------------------
 // UNMARK answers.
 

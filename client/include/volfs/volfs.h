@@ -78,7 +78,7 @@ struct volfs_stats {
   uint64_t purged_pages; /* volatile pages purged and not yet unmarked */
   uint64_t pages_purged_total;
   uint64_t purge_events_total;
-  uint64_t false_purged_total; /* PURGED answers where no data was lost */
+  uint64_t false_purged_total; /* reserved: always 0 (no false PURGED) */
   uint64_t unmark_purged_total;
   uint64_t unmark_intact_total;
   uint64_t reserved[8];
