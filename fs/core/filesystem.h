@@ -136,8 +136,11 @@ class Filesystem {
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
-  // Starts the purge worker; `invalidator` must outlive stop().
-  void start(CacheInvalidator* invalidator);
+  // Starts the purge worker; `invalidator` must outlive stop(). `system`:
+  // the system memory-pressure sources (see pressure.h), polled beside the
+  // watermarks of the options.
+  void start(CacheInvalidator* invalidator,
+             std::vector<std::unique_ptr<PressureSource>> system = {});
   // Runs pending purge completions and stops the worker.
   void stop();
 
@@ -204,6 +207,8 @@ class Filesystem {
   void unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges, UnmarkBatchDone done);
   Result<RangeStatus> range_status(const OpenFile& f, ByteRange r);
   AccountingSnapshot stats() const { return acc_.snapshot(); }
+  // What the pressure sources last saw (all zero before start()).
+  PressureStatus pressure() const;
   // Purges up to max_bytes in purge order; done(bytes purged) after every
   // mapping sees the purged state.
   void purge(uint64_t max_bytes, PurgeDone done);
