@@ -188,6 +188,13 @@ int reap(pid_t pid) {
 
 }  // namespace
 
+std::string with_pressure_default(const std::string& options) {
+  for (const char* key : {"mem_min", "psi", "cgroup", "pressure"}) {
+    if (options.find(key) != std::string::npos) return options;
+  }
+  return options.empty() ? "nopressure" : options + ",nopressure";
+}
+
 VolfsMount::~VolfsMount() {
   if (started()) {
     ::testing::AssertionResult r = stop();
@@ -208,11 +215,7 @@ VolfsMount::~VolfsMount() {
   log_path_ = dir_ + "/daemon.log";
   exit_taken_ = false;
 
-  std::vector<std::string> args = {mountpoint_, "-f"};
-  if (!options.empty()) {
-    args.push_back("-o");
-    args.push_back(options);
-  }
+  std::vector<std::string> args = {mountpoint_, "-f", "-o", with_pressure_default(options)};
   pid_ = spawn_daemon(args, log_path_, &error);
   if (pid_ < 0) {
     remove_dir();
