@@ -141,8 +141,10 @@ std::optional<std::string> parse_pressure_option(std::string_view arg, uint64_t 
 }
 
 std::string validate_pressure(const PressureOptions& o, uint64_t ram_bytes) {
-  if (o.mem_min_bytes && o.mem_min_bytes >= ram_bytes) {
-    return "mem_min= must be below the RAM size (" + std::to_string(ram_bytes >> 20) + " MiB)";
+  // A floor near all of RAM would purge everything all the time: a typo.
+  if (o.mem_min_bytes > ram_bytes / 10 * 9) {
+    return "mem_min= must be at most 90% of RAM (" + std::to_string(ram_bytes / 10 * 9 >> 20) +
+           " MiB)";
   }
   for (const PsiTrigger* t : {&o.psi_some, &o.psi_full}) {
     if (!t->on()) continue;
