@@ -16,25 +16,69 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'EOF'
-usage: scripts/pressure-demo.sh [--off] [--volatile N] [--leave N] [--out DIR]
+usage: scripts/pressure-demo.sh [--off] [--volatile N] [--leave N] [--out DIR] [--plot-only]
   --off         mount with -o nopressure (the system pressure sources off)
   --volatile N  volatile data to write (default 6g)
   --leave N     the hog stops at MemAvailable-before-the-data minus N (default 2g)
   --out DIR     where the .tsv, .json, .log and .png go (default build/pressure-demo)
+  --plot-only   only plot DIR/pressure-{on,off}.tsv again (no mount, no hog)
 EOF
 }
-mode=on volatile=6g leave=2g out="$root/build/pressure-demo"
+mode=on volatile=6g leave=2g out="$root/build/pressure-demo" plot_only=0
 while (($#)); do
   case "$1" in
     --off) mode=off ;;
     --volatile) volatile="$2"; shift ;;
     --leave) leave="$2"; shift ;;
     --out) out="$2"; shift ;;
+    --plot-only) plot_only=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "pressure-demo.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
+
+# plot: DIR/pressure-$mode.png from its .tsv and .json. Memory on the left
+# axis, PSI (avg10, %) on the right.
+plot() {
+  floor_mib="$(sed -n 's/.*"mem_min_bytes": \([0-9]*\).*/\1/p' "$out/pressure-$mode.json")"
+  floor_mib=$((${floor_mib:-0} >> 20))
+  purged_mib="$(sed -n 's/.*"purged_bytes": \([0-9]*\).*/\1/p' "$out/pressure-$mode.json")"
+  purged_mib=$((${purged_mib:-0} >> 20))
+  title="volfs -o $([[ $mode == on ]] && echo "defaults (pressure sources on)" || echo nopressure):"
+  title+=" $volatile volatile, hog to MemAvailable(before) - $leave; purged $purged_mib MiB"
+  floor_plot=""
+  ((floor_mib > 0)) && floor_plot="$floor_mib with lines dt 2 lc rgb 'gray' title 'mem_min',"
+  terminal="png size 1000,560"
+  gnuplot -e "set terminal" 2>&1 | grep -q pngcairo && terminal="pngcairo size 1000,560 font 'sans,9'"
+  gnuplot <<EOF
+set terminal $terminal noenhanced
+set output "$out/pressure-$mode.png"
+set title "$title"
+set xlabel "seconds"
+set ylabel "MiB"
+set y2label "PSI memory avg10 (%)"
+set ytics nomirror
+set y2tics
+set y2range [0:*]
+set yrange [0:*]
+set key outside bottom center horizontal
+set grid
+plot "$out/pressure-$mode.tsv" using 1:2 with lines lw 2 title "MemAvailable", \
+     "" using 1:13 with lines lw 2 title "hog", \
+     "" using 1:7 with lines lw 2 title "volfs resident", \
+     "" using 1:8 with lines title "volfs volatile resident", \
+     "" using 1:9 with lines lw 2 title "volfs purged (total)", \
+     $floor_plot \
+     "" using 1:4 axes x1y2 with lines dt 3 title "PSI some", \
+     "" using 1:5 axes x1y2 with lines dt 3 title "PSI full"
+EOF
+}
+
+if ((plot_only)); then
+  plot
+  exit 0
+fi
 
 bytes() { numfmt --from=iec "${1^^}"; }
 avail() { echo $(($(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) * 1024)); }
@@ -104,38 +148,6 @@ if grep -q "MemAvailable back at" "$log"; then
     awk '{ v[NR] = $1 } END { printf "pressure-demo.sh: %d MemAvailable episodes, back at the floor after: median %d ms, max %d ms\n", NR, v[int((NR + 1) / 2)], v[NR] }' >&2
 fi
 
-# The plot: memory on the left axis, PSI (avg10, %) on the right.
-floor_mib="$(sed -n 's/.*"mem_min_bytes": \([0-9]*\).*/\1/p' "$out/pressure-$mode.json")"
-floor_mib=$((${floor_mib:-0} >> 20))
-purged_mib="$(sed -n 's/.*"purged_bytes": \([0-9]*\).*/\1/p' "$out/pressure-$mode.json")"
-purged_mib=$((${purged_mib:-0} >> 20))
-title="volfs -o $([[ $mode == on ]] && echo "defaults (pressure sources on)" || echo nopressure):"
-title+=" $volatile volatile, hog to MemAvailable(before) - $leave; purged $purged_mib MiB"
-floor_plot=""
-((floor_mib > 0)) && floor_plot="$floor_mib with lines dt 2 lc rgb 'gray' title 'mem_min',"
-terminal="png size 1000,560"
-gnuplot -e "set terminal" 2>&1 | grep -q pngcairo && terminal="pngcairo size 1000,560 font 'sans,9'"
-gnuplot <<EOF
-set terminal $terminal
-set output "$out/pressure-$mode.png"
-set title "$title"
-set xlabel "seconds"
-set ylabel "MiB"
-set y2label "PSI memory avg10 (%)"
-set ytics nomirror
-set y2tics
-set y2range [0:*]
-set yrange [0:*]
-set key outside bottom center horizontal
-set grid
-plot "$out/pressure-$mode.tsv" using 1:2 with lines lw 2 title "MemAvailable", \
-     "" using 1:13 with lines lw 2 title "hog", \
-     "" using 1:7 with lines lw 2 title "volfs resident", \
-     "" using 1:8 with lines title "volfs volatile resident", \
-     "" using 1:9 with lines lw 2 title "volfs purged (total)", \
-     $floor_plot \
-     "" using 1:4 axes x1y2 with lines dt 3 title "PSI some", \
-     "" using 1:5 axes x1y2 with lines dt 3 title "PSI full"
-EOF
+plot
 echo "pressure-demo.sh: $out/pressure-$mode.{tsv,json,png,daemon.log}" >&2
 exit "$rc"
