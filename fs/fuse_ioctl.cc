@@ -3,6 +3,7 @@
 // purge worker, when the answer must wait for a purge to finish.
 #include <volfs/volfs.h>
 
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -29,6 +30,68 @@ bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& ou
 template <class T>
 void reply_struct(fuse_req_t req, const T& v) {
   fuse_reply_ioctl(req, 0, &v, sizeof(v));
+}
+
+// STATS of any size from version 1's up (the size is part of the command
+// number): VOLFS_IOC_STATS_V1 of old clients, VOLFS_IOC_STATS, and larger
+// ones of clients newer than this daemon, which get what it knows.
+bool is_stats(unsigned cmd) {
+  return _IOC_TYPE(cmd) == VOLFS_IOC_MAGIC && _IOC_NR(cmd) == _IOC_NR(VOLFS_IOC_STATS) &&
+         _IOC_DIR(cmd) == _IOC_READ && _IOC_SIZE(cmd) >= VOLFS_STATS_V1_SIZE;
+}
+
+static_assert(static_cast<unsigned>(PurgeCause::kSizeLimit) == VOLFS_SOURCE_SIZE_LIMIT &&
+                  static_cast<unsigned>(PurgeCause::kWatermark) == VOLFS_SOURCE_WATERMARK &&
+                  static_cast<unsigned>(PurgeCause::kExplicit) == VOLFS_SOURCE_IOCTL &&
+                  static_cast<unsigned>(PurgeCause::kOnMark) == VOLFS_SOURCE_ON_MARK &&
+                  static_cast<unsigned>(PurgeCause::kMemAvailable) == VOLFS_SOURCE_MEMAVAIL &&
+                  static_cast<unsigned>(PurgeCause::kPsi) == VOLFS_SOURCE_PSI &&
+                  static_cast<unsigned>(PurgeCause::kCgroup) == VOLFS_SOURCE_CGROUP &&
+                  kPurgeCauses < VOLFS_SOURCES,
+              "PurgeCause and VOLFS_SOURCE_* must agree");
+
+void stats(fuse_req_t req, Daemon& d, unsigned cmd, size_t out_size) {
+  const size_t want = _IOC_SIZE(cmd);
+  if (out_size < want) return (void)fuse_reply_err(req, EINVAL);
+  volfs_stats s{};
+  AccountingSnapshot a = d.fs.stats();
+  PressureStatus p = d.fs.pressure();
+  s.page_size = a.page_size;
+  s.size_limit_bytes = a.limit_pages * a.page_size;
+  s.files = a.files;
+  s.resident_pages = a.resident_pages;
+  s.volatile_pages = a.volatile_pages;
+  s.volatile_resident_pages = a.volatile_resident_pages;
+  s.purged_pages = a.purged_pages;
+  s.pages_purged_total = a.pages_purged_total;
+  s.purge_events_total = a.purge_events_total;
+  s.false_purged_total = a.false_purged_total;
+  s.unmark_purged_total = a.unmark_purged_total;
+  s.unmark_intact_total = a.unmark_intact_total;
+  s.mem_available_bytes = p.mem_available_bytes;
+  s.mem_min_bytes = p.mem_min_bytes;
+  s.cgroup_limit_bytes = p.cgroup_limit_bytes;
+  s.cgroup_used_bytes = p.cgroup_used_bytes;
+  s.cgroup_min_bytes = p.cgroup_min_bytes;
+  s.psi_step_bytes = p.psi_step_bytes;
+  s.sources_active = p.active;  // PurgeCause bits are VOLFS_SOURCE_BIT bits
+  for (size_t k = 0; k < kPurgeCauses; ++k) {
+    s.sources[k].signals = a.causes[k].signals;
+    s.sources[k].purges = a.causes[k].purges;
+    s.sources[k].purged_bytes = a.causes[k].pages * a.page_size;
+  }
+  // A version 1 reply for anything shorter than ours (only version 1's size
+  // can be: is_stats() takes no less).
+  const size_t n = want >= sizeof s ? sizeof s : VOLFS_STATS_V1_SIZE;
+  s.size = static_cast<uint32_t>(n);
+  s.version = VOLFS_STATS_VERSION;
+  if (n < sizeof s) {
+    // Exactly what a version 1 daemon answered: its reserved words zero.
+    s.version = 1;
+    std::memset(reinterpret_cast<char*>(&s) + offsetof(volfs_stats, mem_available_bytes), 0,
+                VOLFS_STATS_V1_SIZE - offsetof(volfs_stats, mem_available_bytes));
+  }
+  fuse_reply_ioctl(req, 0, &s, n);
 }
 
 // VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH.
@@ -76,27 +139,8 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       return;
     }
     // Works on any file of the mount, directories included.
-    if (cmd == VOLFS_IOC_STATS || cmd == VOLFS_IOC_PURGE) {
-      if (cmd == VOLFS_IOC_STATS) {
-        volfs_stats s{};
-        if (!decode(in_buf, in_size, out_size, cmd, s)) return (void)fuse_reply_err(req, EINVAL);
-        AccountingSnapshot a = d.fs.stats();
-        s.size = sizeof(s);
-        s.version = VOLFS_STATS_VERSION;
-        s.page_size = a.page_size;
-        s.size_limit_bytes = a.limit_pages * a.page_size;
-        s.files = a.files;
-        s.resident_pages = a.resident_pages;
-        s.volatile_pages = a.volatile_pages;
-        s.volatile_resident_pages = a.volatile_resident_pages;
-        s.purged_pages = a.purged_pages;
-        s.pages_purged_total = a.pages_purged_total;
-        s.purge_events_total = a.purge_events_total;
-        s.false_purged_total = a.false_purged_total;
-        s.unmark_purged_total = a.unmark_purged_total;
-        s.unmark_intact_total = a.unmark_intact_total;
-        return reply_struct(req, s);
-      }
+    if (is_stats(cmd)) return stats(req, d, cmd, out_size);
+    if (cmd == VOLFS_IOC_PURGE) {
       volfs_purge p{};
       if (!decode(in_buf, in_size, out_size, cmd, p)) return (void)fuse_reply_err(req, EINVAL);
       uid_t uid = fuse_req_ctx(req)->uid;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/pressure.h"
 #include "daemon.h"
 #include "readahead.h"
 
@@ -51,6 +52,17 @@ void usage(const char* prog) {
       "    -o passthrough=on|off  FUSE passthrough of regular files to their stores\n"
       "                           where the kernel allows it (default on)\n"
       "    -o purge_on_mark       debug: purge every range as soon as it is marked\n"
+      "\n"
+      "system memory pressure (docs/volatile-ranges.md):\n"
+      "    -o mem_min=N           keep MemAvailable above N bytes (k/m/g/t) or N%% of\n"
+      "                           RAM by purging (default 5%% of RAM, 64m..2g; 0: off)\n"
+      "    -o pressure_step=N     purged beyond a shortfall, to keep clear of it (64m)\n"
+      "    -o psi_some=S/W        PSI trigger: S ms of 'some' stall in W ms (150/2000)\n"
+      "    -o psi_full=S/W        PSI trigger: S ms of 'full' stall in W ms (50/2000)\n"
+      "    -o psi=off             no PSI triggers\n"
+      "    -o cgroup=on|off       keep headroom below the daemon's memory cgroup limit (on)\n"
+      "    -o cgroup_min=N        that headroom: bytes or N%% of the limit (5%%, 16m..1g)\n"
+      "    -o nopressure          all of these off\n"
       "\n",
       prog);
 }
@@ -123,6 +135,10 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
     Result<unsigned> r = parse_percent(*v);
     if (!r.ok()) return fail("purge_low", *v);
     cl.options.purge_low_pct = *r;
+    return 0;
+  }
+  if (std::optional<std::string> e = parse_pressure_option(a, cl.ram_bytes, cl.options.pressure)) {
+    if (!e->empty() && cl.error.empty()) cl.error = *e;
     return 0;
   }
   if (a.substr(0, 7) == "fsname=") cl.fsname_given = true;  // left for libfuse
@@ -241,6 +257,7 @@ int run(int argc, char** argv) {
   fuse_session* se = nullptr;
   std::unique_ptr<FuseInvalidator> invalidator;
   std::string mountpoint, source = "volfs";
+  SystemPressure pressure;
   if (opts.show_help) {
     usage(argv[0]);
     fuse_cmdline_help();
@@ -261,6 +278,10 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "volfs: %s\n", err.c_str());
     goto out;
   }
+  if (std::string err = validate_pressure(cl.options.pressure, cl.ram_bytes); !err.empty()) {
+    std::fprintf(stderr, "volfs: %s\n", err.c_str());
+    goto out;
+  }
   if (cl.positional.size() == 1) {
     mountpoint = cl.positional[0];
   } else if (cl.positional.size() == 2) {
@@ -269,6 +290,13 @@ int run(int argc, char** argv) {
   } else {
     std::fprintf(stderr, "volfs: %s; see '%s --help'\n",
                  cl.positional.empty() ? "no mountpoint given" : "too many arguments", argv[0]);
+    goto out;
+  }
+  // Before mounting: a trigger the kernel refuses (when given explicitly)
+  // must leave nothing mounted.
+  pressure = open_system_pressure(cl.options.pressure, std::make_shared<RealPressureEnv>());
+  if (!pressure.error.empty()) {
+    std::fprintf(stderr, "volfs: %s\n", pressure.error.c_str());
     goto out;
   }
   if (cl.options.purge_high_pct && !cl.options.purge_low_pct) {
@@ -314,7 +342,10 @@ int run(int argc, char** argv) {
     goto out_signals;
   }
   invalidator = std::make_unique<FuseInvalidator>(se);
-  daemon->fs.start(invalidator.get());
+  // After daemonizing, so that with -f they reach the log, and not the
+  // terminal of every mount otherwise.
+  for (const std::string& note : pressure.notes) std::fprintf(stderr, "volfs: %s\n", note.c_str());
+  daemon->fs.start(invalidator.get(), std::move(pressure.sources));
   if (opts.singlethread) {
     status = fuse_session_loop(se);
   } else {

@@ -51,7 +51,11 @@ int volfs_get_status(int fd, uint64_t offset, uint64_t length, struct volfs_stat
 
 int volfs_get_stats(int fd, struct volfs_stats* out) {
   memset(out, 0, sizeof(*out));
-  return ioctl(fd, VOLFS_IOC_STATS, out) < 0 ? -1 : 0;
+  if (ioctl(fd, VOLFS_IOC_STATS, out) == 0) return 0;
+  /* A daemon older than version 2 knows only the version 1 number. */
+  if (errno != ENOTTY && errno != EINVAL) return -1;
+  memset(out, 0, sizeof(*out));
+  return ioctl(fd, VOLFS_IOC_STATS_V1, out) < 0 ? -1 : 0;
 }
 
 int volfs_purge(int fd, uint64_t bytes, uint64_t* purged) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
+#include <volfs/client.h>
 #include <volfs/file.h>
 
 #include <algorithm>
@@ -74,7 +75,7 @@ bool on_volfs(int fd) {
   struct statfs sfs {};
   if (fstatfs(fd, &sfs) < 0 || sfs.f_type != kFuseSuperMagic) return false;
   volfs_stats s{};
-  if (ioctl(fd, VOLFS_IOC_STATS, &s) != 0 || s.version < 1) return false;
+  if (::volfs_get_stats(fd, &s) != 0 || s.version < 1) return false;
   if (mount_id) known_mounts().add(mount_id);
   return true;
 }
@@ -260,12 +261,13 @@ RangeStatus File::status(Range r) const {
 
 volfs_stats File::stats() const {
   volfs_stats s{};
-  if (::ioctl(fd_, VOLFS_IOC_STATS, &s) < 0) fail("stats");
+  // Falls back to the version 1 command against an older daemon.
+  if (::volfs_get_stats(fd_, &s) < 0) fail("stats");
   return s;
 }
 
 uint64_t File::purge(uint64_t bytes) {
-  volfs_purge p{};
+  struct volfs_purge p {};
   p.bytes = bytes;
   if (::ioctl(fd_, VOLFS_IOC_PURGE, &p) < 0) fail("purge");
   return p.purged;

@@ -9,12 +9,15 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <chrono>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -49,12 +52,15 @@ enum OptionBit : unsigned {
   kJson = 1u << 5,
   kBytes = 1u << 6,
   kAll = 1u << 7,
+  kWatch = 1u << 8,
+  kCount = 1u << 9,
 };
 
 struct OptionSpec {
   const char* name;  // without the leading "--"
   OptionBit bit;
   bool takes_value;
+  bool optional_value = false;  // --watch [INTERVAL]: the next word if it is a number
 };
 
 constexpr OptionSpec kOptions[] = {
@@ -62,6 +68,7 @@ constexpr OptionSpec kOptions[] = {
     {"strict", kStrict, false},      {"priority", kPriority, true},
     {"exit-code", kExitCode, false}, {"json", kJson, false},
     {"bytes", kBytes, true},         {"all", kAll, false},
+    {"watch", kWatch, false, true},  {"count", kCount, true},
 };
 
 struct Args {
@@ -74,6 +81,8 @@ struct Args {
   bool json = false;
   std::optional<uint64_t> bytes;
   bool all = false;
+  std::optional<double> watch;  // seconds between lines
+  std::optional<uint64_t> count;
 };
 
 struct Command {
@@ -135,6 +144,18 @@ int parse_priority(std::string_view text) {
                      "' (expected 0..7, lower is purged first)"};
   }
   return text[0] - '0';
+}
+
+// Seconds between --watch lines: a decimal number from 0.01 to 3600.
+double parse_interval(std::string_view text) {
+  std::string t(text);
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(t.c_str(), &end);
+  if (t.empty() || errno || *end || !(v >= 0.01 && v <= 3600)) {
+    throw UsageError{"invalid --watch interval '" + t + "' (seconds, 0.01 to 3600, e.g. 0.1)"};
+  }
+  return v;
 }
 
 // ---- Messages --------------------------------------------------------------
@@ -288,25 +309,81 @@ int run_status(const Args& a) {
   return kExitOk;
 }
 
+// Purge sources in VOLFS_SOURCE_* order, as JSON key prefixes.
+constexpr const char* kSourceNames[] = {"size_limit", "watermark", "ioctl", "on_mark",
+                                        "memavail",   "psi",       "cgroup"};
+
+// The stats as printed: version 1's keys first, in their documented order,
+// then (from a version 2 daemon) the pressure figures and, per source,
+// SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes. New keys go at the end.
+Fields stats_fields(const volfs_stats& s) {
+  Fields f = {
+      {"page_size", s.page_size},
+      {"files", s.files},
+      {"resident_pages", s.resident_pages},
+      {"volatile_pages", s.volatile_pages},
+      {"volatile_resident_pages", s.volatile_resident_pages},
+      {"purged_pages", s.purged_pages},
+      {"pages_purged_total", s.pages_purged_total},
+      {"purge_events_total", s.purge_events_total},
+      {"size_limit_bytes", s.size_limit_bytes},
+      {"false_purged_total", s.false_purged_total},
+      {"unmark_purged_total", s.unmark_purged_total},
+      {"unmark_intact_total", s.unmark_intact_total},
+  };
+  if (s.version < 2) return f;
+  static std::vector<std::string> names;  // the keys must outlive the Fields
+  if (names.empty()) {
+    for (const char* src : kSourceNames) {
+      for (const char* what : {"_signals", "_purges", "_purged_bytes"}) {
+        names.push_back(std::string(src) + what);
+      }
+    }
+  }
+  f.insert(f.end(), {
+                        {"stats_version", s.version},
+                        {"sources_active", s.sources_active},
+                        {"mem_available_bytes", s.mem_available_bytes},
+                        {"mem_min_bytes", s.mem_min_bytes},
+                        {"cgroup_limit_bytes", s.cgroup_limit_bytes},
+                        {"cgroup_used_bytes", s.cgroup_used_bytes},
+                        {"cgroup_min_bytes", s.cgroup_min_bytes},
+                        {"psi_step_bytes", s.psi_step_bytes},
+                    });
+  for (size_t k = 0; k < std::size(kSourceNames); ++k) {
+    f.push_back({names[3 * k].c_str(), s.sources[k].signals});
+    f.push_back({names[3 * k + 1].c_str(), s.sources[k].purges});
+    f.push_back({names[3 * k + 2].c_str(), s.sources[k].purged_bytes});
+  }
+  return f;
+}
+
 int run_stats(const Args& a) {
   volfs::File f = open_volfs("stats", a.path, O_RDONLY, Kind::kRegularOrDirectory);
-  volfs_stats s = checked(subject("stats", a.path), [&] { return f.stats(); });
-  print_fields(
-      {
-          {"page_size", s.page_size},
-          {"files", s.files},
-          {"resident_pages", s.resident_pages},
-          {"volatile_pages", s.volatile_pages},
-          {"volatile_resident_pages", s.volatile_resident_pages},
-          {"purged_pages", s.purged_pages},
-          {"pages_purged_total", s.pages_purged_total},
-          {"purge_events_total", s.purge_events_total},
-          {"size_limit_bytes", s.size_limit_bytes},
-          {"false_purged_total", s.false_purged_total},
-          {"unmark_purged_total", s.unmark_purged_total},
-          {"unmark_intact_total", s.unmark_intact_total},
-      },
-      a.json);
+  if (!a.watch) {
+    volfs_stats s = checked(subject("stats", a.path), [&] { return f.stats(); });
+    print_fields(stats_fields(s), a.json);
+    return kExitOk;
+  }
+  // One JSON line per interval, "time_ms" (wall clock, ms since the epoch)
+  // first, flushed at once so a pipe sees each line as it comes.
+  const auto interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(*a.watch));
+  auto next = std::chrono::steady_clock::now();
+  for (uint64_t n = 0; !a.count || n < *a.count; ++n) {
+    if (n) {
+      next += interval;
+      std::this_thread::sleep_until(next);
+    }
+    volfs_stats s = checked(subject("stats", a.path), [&] { return f.stats(); });
+    uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+    Fields fields = stats_fields(s);
+    fields.insert(fields.begin(), {"time_ms", ms});
+    print_fields(fields, true);
+    if (std::fflush(stdout) != 0) return kExitFailed;
+  }
   return kExitOk;
 }
 
@@ -359,15 +436,25 @@ const Command kCommands[] = {
      "                of the file\n"
      "  --json        one JSON object instead of \"key: value\" lines\n",
      kOffset | kLength | kJson, run_status},
-    {"stats", "PATH [--json]", "global accounting of the volfs mount PATH is on",
+    {"stats", "PATH [--json] [--watch [INTERVAL]] [--count N]",
+     "global accounting of the volfs mount PATH is on",
      "Prints the global accounting of the volfs mount that PATH (a file or a\n"
      "directory) is on, in pages counted once however many processes map them:\n"
      "page_size, files, resident_pages, volatile_pages, volatile_resident_pages,\n"
      "purged_pages, pages_purged_total, purge_events_total, size_limit_bytes,\n"
-     "false_purged_total, unmark_purged_total, unmark_intact_total.\n"
+     "false_purged_total, unmark_purged_total, unmark_intact_total; then, from a\n"
+     "daemon with pressure sources: stats_version, sources_active (a bit per\n"
+     "source below), mem_available_bytes, mem_min_bytes, cgroup_limit_bytes,\n"
+     "cgroup_used_bytes, cgroup_min_bytes, psi_step_bytes, and for each purge\n"
+     "source (size_limit, watermark, ioctl, on_mark, memavail, psi, cgroup)\n"
+     "SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes.\n"
      "\n"
-     "  --json        one JSON object instead of \"key: value\" lines\n",
-     kJson, run_stats},
+     "  --json        one JSON object instead of \"key: value\" lines\n"
+     "  --watch [INTERVAL]\n"
+     "                one JSON line every INTERVAL seconds (default 1, e.g. 0.1),\n"
+     "                with \"time_ms\" (ms since the epoch) first; until interrupted\n"
+     "  --count N     with --watch: stop after N lines\n",
+     kJson | kWatch | kCount, run_stats},
     {"purge", "PATH (--bytes N | --all)",
      "purge volatile data of the mount now; prints the bytes purged",
      "Purges volatile pages of the volfs mount that PATH (a file or a directory)\n"
@@ -445,8 +532,12 @@ Args parse_args(const Command& c, const std::vector<std::string_view>& argv) {
       if (name == o.name && (c.options & o.bit)) spec = &o;
     }
     if (!spec) throw UsageError{"unknown option '--" + std::string(name) + "'"};
-    if (!spec->takes_value && value) {
+    if (!spec->takes_value && !spec->optional_value && value) {
       throw UsageError{"option '--" + std::string(name) + "' takes no value"};
+    }
+    if (spec->optional_value && !value && i + 1 < argv.size() && !argv[i + 1].empty() &&
+        ((argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') || argv[i + 1][0] == '.')) {
+      value = argv[++i];
     }
     if (spec->takes_value && !value) {
       if (i + 1 >= argv.size()) {
@@ -479,6 +570,15 @@ Args parse_args(const Command& c, const std::vector<std::string_view>& argv) {
       case kAll:
         a.all = true;
         break;
+      case kWatch:
+        a.watch = value ? parse_interval(*value) : 1.0;
+        break;
+      case kCount: {
+        uint64_t n = parse_size(*value, name);
+        if (n == 0) throw UsageError{"--count must be at least 1"};
+        a.count = n;
+        break;
+      }
     }
   }
   if (!have_path) {
@@ -486,6 +586,7 @@ Args parse_args(const Command& c, const std::vector<std::string_view>& argv) {
     std::string_view synopsis = c.synopsis;
     throw UsageError{"missing " + std::string(synopsis.substr(0, synopsis.find(' ')))};
   }
+  if (a.count && !a.watch) throw UsageError{"--count needs --watch"};
   if (c.options & kBytes) {
     if (a.all && a.bytes) throw UsageError{"--bytes and --all exclude each other"};
     if (!a.all && !a.bytes) throw UsageError{"needs --bytes N or --all"};

@@ -4,11 +4,35 @@
 // may mix before and after states of different files, never of one page.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cassert>
+#include <cstddef>
 #include <cstdint>
 
 namespace volfs {
+
+// Why pages were purged: each trigger of the purge engine is counted apart.
+// The adapter maps these onto VOLFS_SOURCE_* (same order) at the ABI edge.
+enum class PurgeCause : uint8_t {
+  kSizeLimit,     // a write that could not charge size=
+  kWatermark,     // purge_high=/purge_low=
+  kExplicit,      // VOLFS_IOC_PURGE
+  kOnMark,        // -o purge_on_mark
+  kMemAvailable,  // MemAvailable below mem_min=
+  kPsi,           // a PSI trigger on /proc/pressure/memory
+  kCgroup,        // the daemon's memory cgroup near its limit
+};
+inline constexpr size_t kPurgeCauses = 7;
+
+// Per cause: requests (the trigger asked for a purge, even if another
+// trigger's purge in the same round covered it or nothing was purgeable),
+// purges (requests that took at least one page) and the pages taken.
+struct CauseCounters {
+  uint64_t signals = 0;
+  uint64_t purges = 0;
+  uint64_t pages = 0;
+};
 
 struct AccountingSnapshot {
   uint64_t page_size = 0;
@@ -28,6 +52,7 @@ struct AccountingSnapshot {
   uint64_t false_purged_total = 0;
   uint64_t unmark_purged_total = 0;
   uint64_t unmark_intact_total = 0;
+  std::array<CauseCounters, kPurgeCauses> causes{};
 };
 
 class Accounting {
@@ -67,6 +92,15 @@ class Accounting {
     add(pages_purged_total_, static_cast<int64_t>(pages));
     add(purge_events_total_, 1);
   }
+  // A trigger asked for a purge and `pages` were taken for it (0: none).
+  void count_request(PurgeCause cause, uint64_t pages) {
+    CauseAtomics& c = causes_[static_cast<size_t>(cause)];
+    add(c.signals, 1);
+    if (pages) {
+      add(c.purges, 1);
+      add(c.pages, static_cast<int64_t>(pages));
+    }
+  }
   void count_unmark(bool purged) { add(purged ? unmark_purged_ : unmark_intact_, 1); }
 
   // Reserves an inode number slot against `limit`; false when full.
@@ -82,6 +116,10 @@ class Accounting {
 
   AccountingSnapshot snapshot() const {
     auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_acquire); };
+    std::array<CauseCounters, kPurgeCauses> causes{};
+    for (size_t k = 0; k < kPurgeCauses; ++k) {
+      causes[k] = {r(causes_[k].signals), r(causes_[k].purges), r(causes_[k].pages)};
+    }
     return AccountingSnapshot{
         .page_size = page_size_,
         .limit_pages = limit_pages_,
@@ -97,6 +135,7 @@ class Accounting {
         .false_purged_total = 0,
         .unmark_purged_total = r(unmark_purged_),
         .unmark_intact_total = r(unmark_intact_),
+        .causes = causes,
     };
   }
 
@@ -122,6 +161,10 @@ class Accounting {
   std::atomic<uint64_t> purge_events_total_{0};
   std::atomic<uint64_t> unmark_purged_{0};
   std::atomic<uint64_t> unmark_intact_{0};
+  struct CauseAtomics {
+    std::atomic<uint64_t> signals{0}, purges{0}, pages{0};
+  };
+  std::array<CauseAtomics, kPurgeCauses> causes_{};
 };
 
 }  // namespace volfs

@@ -44,27 +44,37 @@ Filesystem::~Filesystem() {
   }
 }
 
-void Filesystem::start(CacheInvalidator* invalidator) {
+void Filesystem::start(CacheInvalidator* invalidator,
+                       std::vector<std::unique_ptr<PressureSource>> system) {
   invalidator_ = invalidator;
-  std::unique_ptr<PressureSource> source;
+  std::vector<std::unique_ptr<PressureSource>> sources;
   if (options_.purge_high_pct) {
-    source = std::make_unique<WatermarkPressure>(options_.purge_high_pct, options_.purge_low_pct);
-  } else if (backing_.private_tmpfs()) {
-    // The private tmpfs lets volatile data stand above size= (fit_backing):
-    // whatever stands above it is purged in the background.
-    source = std::make_unique<WatermarkPressure>(100, 100);
+    sources.push_back(
+        std::make_unique<WatermarkPressure>(options_.purge_high_pct, options_.purge_low_pct));
   }
+  if (backing_.private_tmpfs()) sources.push_back(std::make_unique<SizeLimitPressure>());
+  for (auto& s : system) sources.push_back(std::move(s));
   worker_ = std::make_unique<PurgeWorker>(
-      std::move(source),
+      std::move(sources),
       [this] {
         fit_backing();
         return pressure_snapshot();
       },
-      [this](uint64_t pages) {
+      [this](PurgeCause cause, uint64_t pages) {
         std::vector<PurgeBatch> batches;
-        purge_pages(pages, batches);
+        uint64_t n = pages ? purge_pages(pages, batches) : 0;
+        acc_.count_request(cause, n);
+        // Synchronously: the round's memory is back (both copies, the
+        // store's and the kernel's cache) before the next round looks.
         finish_purge(batches);
+        return n;
       });
+}
+
+PressureStatus Filesystem::pressure() const {
+  PressureStatus st;
+  if (worker_) worker_->report(st);
+  return st;
 }
 
 void Filesystem::stop() { worker_.reset(); }

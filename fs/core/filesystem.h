@@ -154,8 +154,11 @@ class Filesystem {
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
-  // Starts the purge worker; `invalidator` must outlive stop().
-  void start(CacheInvalidator* invalidator);
+  // Starts the purge worker; `invalidator` must outlive stop(). `system`:
+  // the system memory-pressure sources (see pressure.h), polled beside the
+  // watermarks of the options.
+  void start(CacheInvalidator* invalidator,
+             std::vector<std::unique_ptr<PressureSource>> system = {});
   // Runs pending purge completions and stops the worker.
   void stop();
 
@@ -242,6 +245,8 @@ class Filesystem {
   // Exact at the moment it is taken: files in passthrough are synced with
   // their stores first.
   AccountingSnapshot stats();
+  // What the pressure sources last saw (all zero before start()).
+  PressureStatus pressure() const;
   // Purges up to max_bytes in purge order; done(bytes purged) after every
   // mapping sees the purged state.
   void purge(uint64_t max_bytes, PurgeDone done);

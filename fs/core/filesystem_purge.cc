@@ -21,6 +21,7 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
   uint64_t max_pages = max_bytes == VOLFS_PURGE_ALL ? UINT64_MAX : max_bytes / page_size_;
   std::vector<PurgeBatch> batches;
   uint64_t pages = purge_pages(max_pages, batches);
+  acc_.count_request(PurgeCause::kExplicit, pages);
   post_finish(std::move(batches),
               [this, pages, done = std::move(done)] { done(pages * page_size_); });
 }
@@ -28,6 +29,7 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
 bool Filesystem::purge_for_space(uint64_t pages) {
   std::vector<PurgeBatch> batches;
   uint64_t n = purge_pages(pages, batches);
+  acc_.count_request(PurgeCause::kSizeLimit, n);
   // The store memory is free now; the kernel's copies go on the worker, as
   // this handler may be the write-back that the invalidation waits for.
   post_finish(std::move(batches), nullptr);

@@ -124,7 +124,9 @@ void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, MarkDone do
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
   std::vector<PurgeBatch> batches;
-  for (const PurgeEntry& e : entries) purge_entry(e, UINT64_MAX, batches);
+  uint64_t purged = 0;
+  for (const PurgeEntry& e : entries) purged += purge_entry(e, UINT64_MAX, batches);
+  acc_.count_request(PurgeCause::kOnMark, purged);
   post_finish(std::move(batches), [done = std::move(done)] { done({}); });
 }
 

@@ -76,6 +76,7 @@ MountOptions default_mount_options(uint64_t ram_bytes, uint64_t page_size) {
   MountOptions o;
   o.size_bytes = ram_bytes / 2;
   o.nr_inodes = ram_bytes / page_size / 2;
+  o.pressure = default_pressure_options(ram_bytes);
   return o;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "pressure_options.h"
 #include "result.h"
 
 namespace volfs {
@@ -28,6 +29,8 @@ struct MountOptions {
   // Kernel read-ahead of the mount (its bdi's read_ahead_kb); 0 keeps the
   // kernel's default. See docs/benchmarks.md for why 512 KiB.
   uint64_t readahead_bytes = 512 << 10;
+  // System memory-pressure sources (pressure_options.h).
+  PressureOptions pressure;
 };
 
 inline constexpr uint64_t kMaxReadahead = 64ull << 20;

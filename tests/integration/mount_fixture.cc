@@ -189,6 +189,13 @@ int reap(pid_t pid) {
 
 }  // namespace
 
+std::string with_pressure_default(const std::string& options) {
+  for (const char* key : {"mem_min", "psi", "cgroup", "pressure"}) {
+    if (options.find(key) != std::string::npos) return options;
+  }
+  return options.empty() ? "nopressure" : options + ",nopressure";
+}
+
 VolfsMount::~VolfsMount() {
   if (started()) {
     ::testing::AssertionResult r = stop();
@@ -209,11 +216,7 @@ VolfsMount::~VolfsMount() {
   log_path_ = dir_ + "/daemon.log";
   exit_taken_ = false;
 
-  std::vector<std::string> args = {mountpoint_, "-f"};
-  if (!options.empty()) {
-    args.push_back("-o");
-    args.push_back(options);
-  }
+  std::vector<std::string> args = {mountpoint_, "-f", "-o", with_pressure_default(options)};
   // The suite runs once per io mode: ctest sets passthrough=off here for the
   // cached run (tests/CMakeLists.txt).
   if (const char* extra = std::getenv("VOLFS_TEST_DAEMON_OPTIONS"); extra && *extra) {

@@ -15,6 +15,11 @@
 //   volfs::test::VolfsMount m;
 //   ASSERT_TRUE(m.start("size=8m,nr_inodes=16"));
 //
+// The system memory-pressure sources are off (nopressure is added) unless the
+// options name one of them (mem_min, psi, cgroup, pressure): pressure from
+// other work on the machine must not purge a test's volatile pages behind its
+// back. Tests of those sources name theirs.
+//
 // stop() (also run by TearDown and the destructor) unmounts, reaps the daemon
 // and fails the test if the daemon exited non-zero, had to be killed, or left
 // a sanitizer/Valgrind report in its log. The daemon binary is VOLFS_BIN (a
@@ -108,6 +113,9 @@ class MountTest : public ::testing::Test {
 
   VolfsMount mount_;
 };
+
+// `options` with ",nopressure" added unless they name a pressure option.
+std::string with_pressure_default(const std::string& options);
 
 // The outcome of running the daemon to completion (for bad command lines).
 struct DaemonRun {

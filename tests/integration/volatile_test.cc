@@ -227,7 +227,9 @@ TEST(VolfsAbi, LayoutIsTheSameOn32And64Bit) {
   // The compile-time checks are in volfs_abi_layout.h (included above); here
   // only what the compiler cannot see: the header's own growth contract.
   volfs_stats s{};
-  EXPECT_EQ(sizeof(s.reserved) / sizeof(s.reserved[0]), 8u);
+  EXPECT_EQ(sizeof(s.sources) / sizeof(s.sources[0]), size_t{VOLFS_SOURCES});
+  EXPECT_EQ(_IOC_SIZE(VOLFS_IOC_STATS_V1), size_t{VOLFS_STATS_V1_SIZE});
+  EXPECT_EQ(_IOC_NR(VOLFS_IOC_STATS_V1), _IOC_NR(VOLFS_IOC_STATS));
   volfs_status st{};
   EXPECT_EQ(sizeof(st.reserved) / sizeof(st.reserved[0]), 3u);
   EXPECT_EQ(_IOC_SIZE(VOLFS_IOC_STATS), sizeof(volfs_stats));
@@ -1361,7 +1363,10 @@ TEST_F(VolatileTest, StatsWorkOnAnyFileAndTheRootDirectory) {
                                 .false_purged_total = 0,
                                 .unmark_purged_total = 0,
                                 .unmark_intact_total = 0}));
-    for (uint64_t r : s.reserved) EXPECT_EQ(r, 0u);
+    EXPECT_EQ(s.reserved, 0u);
+    EXPECT_EQ(s.reserved32, 0u);
+    const volfs_source_stats& spare = s.sources[VOLFS_SOURCES - 1];
+    EXPECT_EQ(spare.signals + spare.purges + spare.purged_bytes, 0u);
   }
 }
 

@@ -46,8 +46,18 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, reserved) == 56, "volfs_status
 VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_status*)0)->reserved) == 24,
                     "volfs_status.reserved size");
 
-/* struct volfs_stats: 168 bytes. */
-VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_stats) == 168, "volfs_stats size");
+/* struct volfs_source_stats: 24 bytes. */
+VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, signals) == 0, "volfs_source_stats.signals");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, purges) == 8, "volfs_source_stats.purges");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, purged_bytes) == 16,
+                    "volfs_source_stats.purged_bytes");
+
+/* struct volfs_stats: 360 bytes (version 2); its first 168 are version 1's,
+ * whose reserved words became the fields at 104..167. */
+VOLFS_LAYOUT_ASSERT(VOLFS_STATS_VERSION == 2u, "VOLFS_STATS_VERSION");
+VOLFS_LAYOUT_ASSERT(VOLFS_STATS_V1_SIZE == 168u, "VOLFS_STATS_V1_SIZE");
+VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_stats) == 360, "volfs_stats size");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, size) == 0, "volfs_stats.size");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, version) == 4, "volfs_stats.version");
 VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_stats*)0)->size) == 4, "volfs_stats.size size");
@@ -73,8 +83,28 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, unmark_purged_total) == 88,
                     "volfs_stats.unmark_purged_total");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, unmark_intact_total) == 96,
                     "volfs_stats.unmark_intact_total");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved) == 104, "volfs_stats.reserved");
-VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_stats*)0)->reserved) == 64, "volfs_stats.reserved size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, mem_available_bytes) == 104,
+                    "volfs_stats.mem_available_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, mem_min_bytes) == 112, "volfs_stats.mem_min_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, cgroup_limit_bytes) == 120,
+                    "volfs_stats.cgroup_limit_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, cgroup_used_bytes) == 128,
+                    "volfs_stats.cgroup_used_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, cgroup_min_bytes) == 136,
+                    "volfs_stats.cgroup_min_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, psi_step_bytes) == 144,
+                    "volfs_stats.psi_step_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources_active) == 152,
+                    "volfs_stats.sources_active");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved32) == 156, "volfs_stats.reserved32");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved) == 160, "volfs_stats.reserved");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources) == 168, "volfs_stats.sources");
+VOLFS_LAYOUT_ASSERT(VOLFS_SOURCES == 8u, "VOLFS_SOURCES");
+VOLFS_LAYOUT_ASSERT(VOLFS_SOURCE_SIZE_LIMIT == 0u && VOLFS_SOURCE_WATERMARK == 1u &&
+                        VOLFS_SOURCE_IOCTL == 2u && VOLFS_SOURCE_ON_MARK == 3u &&
+                        VOLFS_SOURCE_MEMAVAIL == 4u && VOLFS_SOURCE_PSI == 5u &&
+                        VOLFS_SOURCE_CGROUP == 6u,
+                    "VOLFS_SOURCE_* indices");
 
 /* struct volfs_purge: 32 bytes. */
 VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_purge) == 32, "volfs_purge size");
@@ -100,7 +130,8 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, ranges) == 16, "volfs_ran
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_MARK_VOLATILE == 0xC0185601u, "VOLFS_IOC_MARK_VOLATILE");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_UNMARK_VOLATILE == 0xC0185602u, "VOLFS_IOC_UNMARK_VOLATILE");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_GET_STATUS == 0xC0505603u, "VOLFS_IOC_GET_STATUS");
-VOLFS_LAYOUT_ASSERT(VOLFS_IOC_STATS == 0x80A85604u, "VOLFS_IOC_STATS");
+VOLFS_LAYOUT_ASSERT(VOLFS_IOC_STATS == 0x81685604u, "VOLFS_IOC_STATS");
+VOLFS_LAYOUT_ASSERT(VOLFS_IOC_STATS_V1 == 0x80A85604u, "VOLFS_IOC_STATS_V1");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_PURGE == 0xC0205605u, "VOLFS_IOC_PURGE");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_MARK_BATCH == 0xC6105606u, "VOLFS_IOC_MARK_BATCH");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_UNMARK_BATCH == 0xC6105607u, "VOLFS_IOC_UNMARK_BATCH");

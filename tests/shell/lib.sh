@@ -187,7 +187,13 @@ make_test_dir() {
 
 # volfs_mount OPTIONS: mounts a private volfs with -o OPTIONS at $MNT (in
 # $TEST_DIR, daemon output in $LOG), to be taken down by the EXIT trap.
+# Unless OPTIONS name a pressure option (mem_min, psi, cgroup, pressure),
+# nopressure is added: memory pressure from other work on the machine must
+# not purge a test's volatile pages behind its back.
 volfs_mount() {
+  local opts="$1"
+  [[ "$opts" =~ (mem_min|psi|cgroup|pressure) ]] || opts="${opts:+$opts,}nopressure"
+  set -- "$opts"
   [[ -c /dev/fuse ]] || skip "/dev/fuse does not exist here (modprobe fuse, or --device /dev/fuse)"
   command -v "$VOLFS" >/dev/null || fail "volfs daemon '$VOLFS' not found (pass its path)"
   command -v "$VOLCTL" >/dev/null || fail "volctl '$VOLCTL' not found (pass its path)"

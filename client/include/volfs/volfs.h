@@ -62,13 +62,39 @@ struct volfs_status {
   uint64_t reserved[3];
 };
 
-#define VOLFS_STATS_VERSION 1u
+/* Purge sources: index into volfs_stats.sources[]. Every purge is counted
+ * under the trigger that asked for it. */
+#define VOLFS_SOURCE_SIZE_LIMIT 0u /* a write that needed room under size= */
+#define VOLFS_SOURCE_WATERMARK 1u  /* -o purge_high=/purge_low= */
+#define VOLFS_SOURCE_IOCTL 2u      /* VOLFS_IOC_PURGE */
+#define VOLFS_SOURCE_ON_MARK 3u    /* -o purge_on_mark */
+#define VOLFS_SOURCE_MEMAVAIL 4u   /* MemAvailable below -o mem_min= */
+#define VOLFS_SOURCE_PSI 5u        /* a PSI trigger on /proc/pressure/memory */
+#define VOLFS_SOURCE_CGROUP 6u     /* the daemon's memory cgroup near its limit */
+#define VOLFS_SOURCES 8u           /* slots; the last one is spare (zero) */
+#define VOLFS_SOURCE_BIT(i) (1u << (i))
+
+struct volfs_source_stats {
+  uint64_t signals;      /* times the source asked for a purge */
+  uint64_t purges;       /* of those, the ones that purged at least a page */
+  uint64_t purged_bytes; /* bytes purged for it */
+};
+
+/* Version 2 grew the struct from 168 to 360 bytes: the system pressure
+ * figures took version 1's reserved words, the per-source counters follow.
+ * The command number carries the size, so VOLFS_IOC_STATS changed with it;
+ * the daemon also answers VOLFS_IOC_STATS_V1 (the old number) with exactly
+ * the version 1 reply, and any larger size with as much as it knows. `size`
+ * and `version` say what was filled in; the client library falls back to
+ * VOLFS_IOC_STATS_V1 against a daemon that predates version 2. */
+#define VOLFS_STATS_VERSION 2u
+#define VOLFS_STATS_V1_SIZE 168u
 
 /* Global accounting of a mount, for VOLFS_IOC_STATS. Pages are counted once
  * however many processes map them. */
 struct volfs_stats {
-  uint32_t size;    /* out: sizeof(struct volfs_stats) as the daemon knows it */
-  uint32_t version; /* out: VOLFS_STATS_VERSION */
+  uint32_t size;    /* out: bytes filled in (sizeof as the daemon knows it, or less) */
+  uint32_t version; /* out: VOLFS_STATS_VERSION of that layout */
   uint64_t page_size;
   uint64_t size_limit_bytes;
   uint64_t files; /* regular files, including unlinked ones still open */
@@ -81,7 +107,18 @@ struct volfs_stats {
   uint64_t false_purged_total; /* reserved: always 0 (no false PURGED) */
   uint64_t unmark_purged_total;
   uint64_t unmark_intact_total;
-  uint64_t reserved[8];
+  /* Version 2 (zero in a version 1 reply): what the pressure sources last
+   * saw; 0 where a source is off. */
+  uint64_t mem_available_bytes; /* MemAvailable at the last look */
+  uint64_t mem_min_bytes;       /* the floor kept (-o mem_min=) */
+  uint64_t cgroup_limit_bytes;  /* the tightest memory cgroup limit over the daemon */
+  uint64_t cgroup_used_bytes;   /* its usage less inactive file cache */
+  uint64_t cgroup_min_bytes;    /* the headroom kept below that limit */
+  uint64_t psi_step_bytes;      /* what the next PSI stall will purge */
+  uint32_t sources_active;      /* VOLFS_SOURCE_BIT(i) for each source that is on */
+  uint32_t reserved32;
+  uint64_t reserved;
+  struct volfs_source_stats sources[VOLFS_SOURCES];
 };
 
 /* For VOLFS_IOC_PURGE: purge up to `bytes` of volatile data in purge order
@@ -110,6 +147,8 @@ struct volfs_range_batch {
 #define VOLFS_IOC_UNMARK_VOLATILE _IOWR(VOLFS_IOC_MAGIC, 2, struct volfs_range)
 #define VOLFS_IOC_GET_STATUS _IOWR(VOLFS_IOC_MAGIC, 3, struct volfs_status)
 #define VOLFS_IOC_STATS _IOR(VOLFS_IOC_MAGIC, 4, struct volfs_stats)
+/* The version 1 number (a 168-byte struct volfs_stats), still answered. */
+#define VOLFS_IOC_STATS_V1 _IOC(_IOC_READ, VOLFS_IOC_MAGIC, 4, VOLFS_STATS_V1_SIZE)
 #define VOLFS_IOC_PURGE _IOWR(VOLFS_IOC_MAGIC, 5, struct volfs_purge)
 #define VOLFS_IOC_MARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 6, struct volfs_range_batch)
 #define VOLFS_IOC_UNMARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 7, struct volfs_range_batch)
@@ -118,13 +157,15 @@ struct volfs_range_batch {
 #ifdef __cplusplus
 static_assert(sizeof(struct volfs_range) == 24, "volfs_range layout");
 static_assert(sizeof(struct volfs_status) == 80, "volfs_status layout");
-static_assert(sizeof(struct volfs_stats) == 168, "volfs_stats layout");
+static_assert(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats layout");
+static_assert(sizeof(struct volfs_stats) == 360, "volfs_stats layout");
 static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
 static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
 #else
 _Static_assert(sizeof(struct volfs_range) == 24, "volfs_range layout");
 _Static_assert(sizeof(struct volfs_status) == 80, "volfs_status layout");
-_Static_assert(sizeof(struct volfs_stats) == 168, "volfs_stats layout");
+_Static_assert(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats layout");
+_Static_assert(sizeof(struct volfs_stats) == 360, "volfs_stats layout");
 _Static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
 _Static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
 #endif
