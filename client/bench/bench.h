@@ -193,9 +193,10 @@ std::string fmt(double v, int precision = 3);
 // /proc readers.
 uint64_t meminfo_kib(const std::string& field);  // 0 if missing
 uint64_t vm_rss_bytes(pid_t pid);                // VmRSS of /proc/PID/status
-// Bytes allocated by the memfds a process holds open (sum of st_blocks*512
-// over /proc/PID/fd/* that are memfds): the volfs store.
-uint64_t memfd_bytes(pid_t pid);
+// Bytes allocated by the tmpfs files a process holds open (sum of
+// st_blocks*512 over /proc/PID/fd/* that are regular files on tmpfs): the
+// volfs daemon's stores, memfds or files of its private tmpfs.
+uint64_t store_bytes(pid_t pid);  // blocks of the daemon's stores (tmpfs files it holds open)
 
 // Runs fn(side) `reps` times on each side, alternating volfs and baseline so
 // that background noise spreads over both; side 0 is volfs, 1 the baseline.

@@ -4,8 +4,10 @@
 // reports a figure of an operation that did not happen.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -199,7 +201,7 @@ uint64_t vm_rss_bytes(pid_t pid) {
   return 0;
 }
 
-uint64_t memfd_bytes(pid_t pid) {
+uint64_t store_bytes(pid_t pid) {
   std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
@@ -207,13 +209,13 @@ uint64_t memfd_bytes(pid_t pid) {
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
     std::string p = dir + "/" + e->d_name;
-    char target[256];
-    ssize_t n = ::readlink(p.c_str(), target, sizeof target - 1);
-    if (n <= 0) continue;
-    target[n] = '\0';
-    if (std::strncmp(target, "/memfd:", 7) != 0) continue;
+    // The stores: regular files on tmpfs (memfds, or the O_TMPFILE files of
+    // the daemon's private tmpfs), whatever their names.
     struct stat st {};
-    if (::stat(p.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+    struct statfs fs {};
+    if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::statfs(p.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) continue;
+    total += static_cast<uint64_t>(st.st_blocks) * 512;
   }
   ::closedir(d);
   return total;

@@ -36,7 +36,7 @@ void run_memory(Env& env) {
 
   Row total_written = make_row("total after write", "GiB/GiB", Better::kLower);
   Row total_dropped = make_row("total after FADV_DONTNEED", "GiB/GiB", Better::kLower);
-  Row store = make_row("store (memfd / tmpfs file)", "GiB/GiB", Better::kLower);
+  Row store = make_row("store (tmpfs files)", "GiB/GiB", Better::kLower);
   Row cache = make_row("FUSE page cache after write", "GiB/GiB", Better::kLower);
   Row rss = make_row("daemon RSS growth", "MiB/GiB", Better::kLower);
   Row sys = make_row("meminfo Cached+Anon delta", "GiB/GiB", Better::kLower);
@@ -46,7 +46,7 @@ void run_memory(Env& env) {
   alternate(env.cfg.reps, [&](int side, int) {
     std::string path = (side == 0 ? env.vdir : env.bdir) + "/memory";
     const uint64_t rss0 = side == 0 && know_daemon ? vm_rss_bytes(env.daemon_pid) : 0;
-    const uint64_t store0 = side == 0 && know_daemon ? memfd_bytes(env.daemon_pid) : 0;
+    const uint64_t store0 = side == 0 && know_daemon ? store_bytes(env.daemon_pid) : 0;
     const int64_t sys0 = system_kib();
     {
       Fd fd = create_written(path, size);
@@ -54,7 +54,7 @@ void run_memory(Env& env) {
       if (side == 0) {
         uint64_t cached = cache_state(fd.get(), size).cached * ps;
         if (know_daemon) {
-          uint64_t rss1 = vm_rss_bytes(env.daemon_pid), store1 = memfd_bytes(env.daemon_pid);
+          uint64_t rss1 = vm_rss_bytes(env.daemon_pid), store1 = store_bytes(env.daemon_pid);
           uint64_t rss_growth = rss1 - std::min(rss0, rss1);
           uint64_t st = store1 - std::min(store0, store1);
           total_written.volfs.v.push_back(static_cast<double>(st + cached + rss_growth) / kGiB /
@@ -83,14 +83,14 @@ void run_memory(Env& env) {
     if (side == 0 && know_daemon) {
       // Deleted files are freed after the kernel's FORGET, asynchronously.
       double deadline = now_sec() + 5;
-      while (memfd_bytes(env.daemon_pid) > store0 && now_sec() < deadline) {
+      while (store_bytes(env.daemon_pid) > store0 && now_sec() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
     }
   });
   total_written.note =
       "file of " + human_bytes(size) +
-      " written with pwrite(2); volfs = daemon memfd blocks + FUSE page cache (cachestat) + "
+      " written with pwrite(2); volfs = daemon store blocks + FUSE page cache (cachestat) + "
       "daemon VmRSS growth; tmpfs = the file's blocks (its page cache is the store)";
   total_dropped.note =
       "after POSIX_FADV_DONTNEED: the FUSE copy is clean and reclaimable, tmpfs pages are not";

@@ -376,7 +376,7 @@ class Dirtier {
 void wait_store_at_most(const Env& env, uint64_t bytes) {
   if (env.daemon_pid <= 0) return;
   double deadline = now_sec() + 5;
-  while (memfd_bytes(env.daemon_pid) > bytes && now_sec() < deadline) {
+  while (store_bytes(env.daemon_pid) > bytes && now_sec() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
@@ -391,7 +391,7 @@ void purge_explicit(Env& env, bool dirty) {
   double dirty_setup = 0;
   alternate(env.cfg.reps, [&](int side, int) {
     std::string path = (side == 0 ? env.vdir : env.bdir) + "/purge";
-    const uint64_t store0 = side == 0 && env.daemon_pid > 0 ? memfd_bytes(env.daemon_pid) : 0;
+    const uint64_t store0 = side == 0 && env.daemon_pid > 0 ? store_bytes(env.daemon_pid) : 0;
     Fd fd = create_written(path, size);
     std::unique_ptr<Dirtier> dirtier;
     if (side == 0) {
@@ -410,7 +410,7 @@ void purge_explicit(Env& env, bool dirty) {
       double t1 = now_sec();
       if (purged < size) ++short_purges;
       if (env.daemon_pid > 0) {
-        uint64_t now = memfd_bytes(env.daemon_pid);
+        uint64_t now = store_bytes(env.daemon_pid);
         store_left = std::max(store_left, now - std::min(now, store0));
       }
       row.volfs.v.push_back(static_cast<double>(purged) / (t1 - t0) / 1e9);
@@ -492,7 +492,7 @@ void purge_pressure(Env& env) {
         double t = now_sec();
         purged = s.pages_purged_total - s0.pages_purged_total;
         if (t_stats < 0 && s.resident_pages * ps <= settle) t_stats = t - t0;
-        if (t_store < 0 && memfd_bytes(m.pid()) <= settle) t_store = now_sec() - t0;
+        if (t_store < 0 && store_bytes(m.pid()) <= settle) t_store = now_sec() - t0;
         if (t_cache < 0 && purged > 0 &&
             cache_state(vfd.get(), vsize).cached <= vsize / ps - std::min(vsize / ps, purged)) {
           t_cache = now_sec() - t0;
@@ -510,7 +510,7 @@ void purge_pressure(Env& env) {
     unlink_if_exists(vpath);
     unlink_if_exists(npath);
     double wait_until = now_sec() + 5;
-    while (memfd_bytes(m.pid()) > 0 && now_sec() < wait_until) {
+    while (store_bytes(m.pid()) > 0 && now_sec() < wait_until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   }
