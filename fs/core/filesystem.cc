@@ -185,7 +185,12 @@ AccountingSnapshot Filesystem::pressure_snapshot() const {
 
 bool Filesystem::fit_backing() {
   AccountingSnapshot s = acc_.snapshot();
-  uint64_t room = options_.size_bytes + s.volatile_resident_pages * page_size_;
+  // Volatile room in whole MiB: a MARK/UNMARK loop then reconfigures the
+  // tmpfs once per MiB of change, not on every call; with nothing volatile
+  // left the limit is size= exactly.
+  constexpr uint64_t kGrain = 1 << 20;
+  const uint64_t v = s.volatile_resident_pages * page_size_;
+  uint64_t room = options_.size_bytes + (v + kGrain - 1) / kGrain * kGrain;
   uint64_t used = backing_.used_pages().value_or(0) * page_size_;
   (void)backing_.set_size(std::max(room, used));
   return used > options_.size_bytes;
