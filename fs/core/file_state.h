@@ -32,7 +32,7 @@ struct RangeStatus {
 struct WritePlan {
   bool eio = false;
   std::vector<PageRange> keep;
-  uint64_t new_pages = 0;  // pages in `keep` that are not resident yet
+  uint64_t new_pages = 0;         // pages in `keep` that are not resident yet
   bool touches_volatile = false;  // some page in the range is volatile
   uint64_t holes = 0;             // hole pieces in the range (see max_new_runs)
 };

@@ -90,7 +90,7 @@ class Inode {
   uint64_t size = 0;
   timespec atime{}, mtime{}, ctime{};
   std::map<std::string, std::string, std::less<>> xattrs;
-  uint64_t xattr_bytes = 0;  // charged against size= (filesystem_xattr.cc)
+  uint64_t xattr_bytes = 0;                    // charged against size= (filesystem_xattr.cc)
   std::string symlink_target;                  // immutable after creation
   std::unique_ptr<Store> store;                // regular files
   std::unique_ptr<FileState> state;            // regular files
@@ -289,6 +289,16 @@ class Filesystem {
   void remove_entry(Inode& dir, std::string_view name);
   void drop_link(const std::shared_ptr<Inode>& i);  // nlink--, may destroy
   void maybe_destroy(const std::shared_ptr<Inode>& i);
+  // Stores of destroyed files wait in dead_ until the request that destroyed
+  // them has released ns_mu_; then they are freed, before it answers.
+  void free_dead_stores();
+  struct DeadStores {
+    Filesystem& fs;
+    explicit DeadStores(Filesystem& f) : fs(f) {}
+    ~DeadStores() { fs.free_dead_stores(); }
+    DeadStores(const DeadStores&) = delete;
+    DeadStores& operator=(const DeadStores&) = delete;
+  };
   void touch_dir(Inode& dir);
   void inherit_iomode(const Inode& dir, Inode& child);  // dir.mu held
   // The size= pages that xattr_bytes of xattrs take.
@@ -335,6 +345,8 @@ class Filesystem {
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;  // GUARDED_BY(ns_mu_)
   uint64_t next_ino_ = kRootIno + 1;                             // GUARDED_BY(ns_mu_)
 
+  std::mutex dead_mu_;  // guards dead_; a leaf, taken under ns_mu_
+  std::vector<std::shared_ptr<Store>> dead_;
   CacheInvalidator* invalidator_ = nullptr;
   std::unique_ptr<PurgeWorker> worker_;
 };

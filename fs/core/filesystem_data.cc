@@ -111,8 +111,7 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
     if (plan.eio) return Err{EIO};
     // Volatile pages may lose their data and keep their runs (purge): bound
     // the runs they can leave behind (kMaxRunsPerFile).
-    if (plan.touches_volatile &&
-        i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
+    if (plan.touches_volatile && i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
       return Err{ENOSPC};
     }
     if (plan.new_pages && !acc_.try_charge(plan.new_pages)) {

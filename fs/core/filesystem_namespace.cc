@@ -42,7 +42,18 @@ Result<Entry> Filesystem::lookup(uint64_t parent, std::string_view name) {
   return Entry{ino, stat_of(*i)};
 }
 
+void Filesystem::free_dead_stores() {
+  std::vector<std::shared_ptr<Store>> dead;
+  {
+    std::lock_guard lock(dead_mu_);
+    dead.swap(dead_);
+  }
+  // Destroyed here, outside every lock (a purge may still hold one: then
+  // its last reference frees it).
+}
+
 void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
+  DeadStores sweep(*this);  // after the lock below is released
   std::unique_lock lock(ns_mu_);
   auto i = find_locked(ino);
   if (!i) return;
@@ -64,8 +75,10 @@ void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
     // Open files hold the kernel's reference, so none is open now; a purge
     // may still hold the inode and will find nothing left to take (its punch
     // of the empty store that replaces the dead one is a harmless EBADF).
-    // Freeing the memfd's pages (gigabytes, maybe) is slow: it happens on
-    // the purge worker, not under ns_mu_, which every lookup needs.
+    // Freeing the store's pages (gigabytes, maybe) is slow: it happens once
+    // the caller has released ns_mu_, which every lookup needs, but before
+    // it answers (DeadStores), so that the room is back when the kernel
+    // learns the file is gone; a later write must not meet a full tmpfs.
     // (forget() runs outside guarded(): nothing here may throw.)
     std::unique_ptr<Store> empty(new (std::nothrow) Store());
     std::shared_ptr<Store> dead;
@@ -81,9 +94,10 @@ void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
       }
       acc_.add_files(-1);
     }
-    if (dead && worker_) {
+    if (dead) {
+      std::lock_guard lock(dead_mu_);
       try {
-        worker_->post([dead]() mutable { dead.reset(); });
+        dead_.push_back(std::move(dead));
       } catch (const std::bad_alloc&) {
         (void)dead->truncate(0);  // freed here after all, under ns_mu_
       }
@@ -265,6 +279,7 @@ Result<Entry> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view n
 }
 
 Status Filesystem::unlink(uint64_t parent, std::string_view name) {
+  DeadStores sweep(*this);  // after the lock below is released
   std::unique_lock lock(ns_mu_);
   auto dir = find_locked(parent);
   if (!dir) return Err{ENOENT};
@@ -306,6 +321,7 @@ Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
 
 Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
                           std::string_view new_name, unsigned flags) {
+  DeadStores sweep(*this);  // after the namespace lock is released
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Err{EINVAL};
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Err{EINVAL};
   if (new_name.size() > kNameMax) return Err{ENAMETOOLONG};

@@ -8,8 +8,8 @@
 #include <linux/falloc.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <unistd.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 #include <volfs/volfs.h>
 
 #include <atomic>
@@ -523,7 +523,8 @@ TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
   const auto start = std::chrono::steady_clock::now();
   std::atomic<uint64_t> purged{UINT64_MAX};
   std::thread purger([&] { purged = purge(fx.fs, VOLFS_PURGE_ALL); });
-  while (purged == UINT64_MAX && std::chrono::steady_clock::now() - start < std::chrono::seconds(3)) {
+  while (purged == UINT64_MAX &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(3)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   const auto waited = std::chrono::steady_clock::now() - start;
@@ -540,34 +541,23 @@ TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
 // on the purge worker, not under the exclusive ns_mu_ that every lookup needs.
 // Deterministic: with the worker held up, forget() must return with the
 // memfd still open and whole; it is freed once the worker runs.
-TEST(FilesystemTest, DestroyingABigFileDoesNotFreeItsPagesUnderTheNamespaceLock) {
+TEST(FilesystemTest, DestroyingAFileFreesItsStoreBeforeAnswering) {
+  // The store of a destroyed file is freed after the request released
+  // ns_mu_ (freeing gigabytes under it would stall every lookup), but before
+  // it answers: once the kernel's FORGET or UNLINK is answered, the room is
+  // back for the next write. (Deferring it to the purge worker, as a first
+  // fix did, let a write meet a full store right after an unlink.)
   Fixture fx;
-  KernelLikeInvalidator inval(fx.fs);
-  fx.fs.start(&inval);
-  std::atomic<bool> hold{true}, held{false};
-  inval.during = [&] {
-    if (held.exchange(true)) return;  // only the first invalidation waits
-    while (hold) std::this_thread::yield();
-  };
-  auto other = fx.create("other", 1);
-  ASSERT_TRUE(mark(fx.fs, *other, 0, kPage).ok());
-  std::atomic<uint64_t> purged{UINT64_MAX};
-  fx.fs.purge(VOLFS_PURGE_ALL, [&](uint64_t b) { purged = b; });  // holds the worker
-  while (!held) std::this_thread::yield();
+  fx.fs.start(nullptr);
   auto f = fx.create("big", 64);
   const uint64_t ino = f->inode->ino;
-  const int memfd = f->inode->store->fd();
+  const int fd = f->inode->store->fd();
   f.reset();
   ASSERT_TRUE(fx.fs.unlink(kRootIno, "big").ok());
+  EXPECT_NE(fcntl(fd, F_GETFD), -1) << "a file the kernel still knows keeps its store";
   fx.fs.forget(ino, 1);  // the last reference: destroys the file
-  EXPECT_EQ(fx.fs.stats().files, 1u);
-  struct stat st {};
-  EXPECT_EQ(fstat(memfd, &st), 0) << "the memfd was closed under ns_mu_";
-  EXPECT_EQ(st.st_size, static_cast<off_t>(64 * kPage)) << "the memfd was freed under ns_mu_";
-  hold = false;
-  fx.fs.stop();
-  EXPECT_EQ(purged.load(), kPage);
-  EXPECT_EQ(fcntl(memfd, F_GETFD), -1) << "the worker closes it";
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1) << "the store is freed before forget returns";
+  EXPECT_EQ(fx.fs.stats().files, 0u);
   EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
 }
 
@@ -578,7 +568,8 @@ TEST(FilesystemTest, AWriteWhoseStoreCannotGrowChangesNothing) {
   Fixture fx;
   auto f = fx.create("a", 1);
   const AccountingSnapshot before = fx.fs.stats();
-  struct sigaction ign {}, old_sa {};
+  struct sigaction ign {
+  }, old_sa{};
   ign.sa_handler = SIG_IGN;
   ASSERT_EQ(sigaction(SIGXFSZ, &ign, &old_sa), 0);
   rlimit old_lim{};

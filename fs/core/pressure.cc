@@ -463,8 +463,8 @@ uint64_t CgroupPressure::pages_to_purge(const AccountingSnapshot& s) {
   if (stall) bytes = std::max(bytes, ladder_.on_stall(now));
   if (bytes == 0) {
     if (in_episode_) {
-      env_->log("pressure: cgroup back within its headroom after " +
-                ms_since(episode_start_, now) + ": purged " + mib(episode_pages_ * page_size_));
+      env_->log("pressure: cgroup back within its headroom after " + ms_since(episode_start_, now) +
+                ": purged " + mib(episode_pages_ * page_size_));
       in_episode_ = false;
     }
     return 0;

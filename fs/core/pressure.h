@@ -144,8 +144,7 @@ inline constexpr uint64_t kStallMaxStep = 1ull << 30;
 
 class MemAvailablePressure : public PressureSource {
  public:
-  MemAvailablePressure(std::shared_ptr<PressureEnv> env, uint64_t floor_bytes,
-                       uint64_t step_bytes);
+  MemAvailablePressure(std::shared_ptr<PressureEnv> env, uint64_t floor_bytes, uint64_t step_bytes);
   uint64_t pages_to_purge(const AccountingSnapshot& s) override;
   PurgeCause cause() const override { return PurgeCause::kMemAvailable; }
   void purged(uint64_t pages) override { episode_pages_ += pages; }
@@ -180,8 +179,8 @@ class PsiPressure : public PressureSource {
   std::vector<WaitFd> triggers_;
   std::string pressure_file_;
   StallLadder ladder_;
-  std::atomic<uint64_t> pending_{0};    // triggers since the last round; relaxed
-  std::atomic<uint64_t> step_bytes_{0}; // relaxed: a figure for STATS
+  std::atomic<uint64_t> pending_{0};     // triggers since the last round; relaxed
+  std::atomic<uint64_t> step_bytes_{0};  // relaxed: a figure for STATS
 };
 
 // How the daemon's memory cgroup is laid out.
@@ -211,7 +210,7 @@ class CgroupPressure : public PressureSource {
   struct Level {
     std::string dir;
     uint64_t limit = kUnlimited;
-    uint64_t used = 0;  // usage less inactive file cache: what the kernel cannot just drop
+    uint64_t used = 0;    // usage less inactive file cache: what the kernel cannot just drop
     uint64_t events = 0;  // v2 memory.events high + max + oom
   };
   // Reads one level; nullopt if its files cannot be read.
@@ -224,8 +223,8 @@ class CgroupPressure : public PressureSource {
   std::vector<WaitFd> events_;
   std::vector<int> keep_open_;
   StallLadder ladder_;
-  std::vector<uint64_t> last_events_;  // per level of the chain
-  std::atomic<uint64_t> pending_{0};   // relaxed
+  std::vector<uint64_t> last_events_;                  // per level of the chain
+  std::atomic<uint64_t> pending_{0};                   // relaxed
   std::atomic<uint64_t> limit_{0}, used_{0}, min_{0};  // relaxed: figures for STATS
   bool in_episode_ = false;
   PressureEnv::Clock::time_point episode_start_{};

@@ -72,7 +72,9 @@ std::optional<std::string> parse_pressure_option(std::string_view arg, uint64_t 
     return "invalid value for " + std::string(key) + "=: '" + std::string(value) + "' (expected " +
            std::string(expected) + ")";
   };
-  auto needs_value = [&] { return std::string(key) + " needs a value (" + std::string(key) + "=...)"; };
+  auto needs_value = [&] {
+    return std::string(key) + " needs a value (" + std::string(key) + "=...)";
+  };
   if (key == "nopressure") {
     if (has_value) return "nopressure takes no value";
     o.mem_min_bytes = 0;

@@ -22,8 +22,8 @@ struct PsiTrigger {
 };
 
 struct PressureOptions {
-  uint64_t mem_min_bytes = 0;     // MemAvailable floor; 0: that source is off
-  uint64_t step_bytes = 64 << 20; // headroom purged beyond a byte shortfall
+  uint64_t mem_min_bytes = 0;      // MemAvailable floor; 0: that source is off
+  uint64_t step_bytes = 64 << 20;  // headroom purged beyond a byte shortfall
   PsiTrigger psi_some{false, 150, 2000};
   PsiTrigger psi_full{true, 50, 2000};
   // A trigger the kernel refuses is fatal when given explicitly, a note when

@@ -196,9 +196,9 @@ TEST(PressurePolicy, StallLadderDoublesWhileTheStallLastsAndResetsAfter) {
 
 TEST(PressureOptions, DefaultsScaleWithRam) {
   EXPECT_EQ(default_mem_min(24 * kGiB), 24 * kGiB / 100 * 5);  // 1.2 GiB
-  EXPECT_EQ(default_mem_min(256 * kGiB), 2 * kGiB);           // capped
-  EXPECT_EQ(default_mem_min(kGiB), 64 * kMiB);                // floor
-  EXPECT_EQ(default_mem_min(128 * kMiB), 32 * kMiB);          // a quarter of a tiny RAM
+  EXPECT_EQ(default_mem_min(256 * kGiB), 2 * kGiB);            // capped
+  EXPECT_EQ(default_mem_min(kGiB), 64 * kMiB);                 // floor
+  EXPECT_EQ(default_mem_min(128 * kMiB), 32 * kMiB);           // a quarter of a tiny RAM
   PressureOptions o = default_pressure_options(24 * kGiB);
   EXPECT_TRUE(o.psi_some.on());
   EXPECT_EQ(o.psi_some.text(), "some 150000 2000000");
@@ -307,8 +307,8 @@ struct CgroupTree {
                 uint64_t inactive) {
     env->set(dir + "/memory.limit_in_bytes", limit + "\n");
     env->set(dir + "/memory.usage_in_bytes", std::to_string(usage) + "\n");
-    env->set(dir + "/memory.stat", "cache 1\ntotal_inactive_file " + std::to_string(inactive) +
-                                       "\nrss 1\n");
+    env->set(dir + "/memory.stat",
+             "cache 1\ntotal_inactive_file " + std::to_string(inactive) + "\nrss 1\n");
   }
   void v2_level(const std::string& dir, const std::string& max, const std::string& high,
                 uint64_t current, uint64_t inactive, uint64_t max_events = 0) {

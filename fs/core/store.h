@@ -80,9 +80,9 @@ class Store {
   int64_t seek(uint64_t off, int whence) const;
   int stat(struct stat& st) const;
   int set_times(const timespec& atime, const timespec& mtime);
-  // The page runs inside r that hold data (a page holds data if any byte of
-  // it does), in order, from SEEK_DATA/SEEK_HOLE; pages past `size` bytes
-  // hold none. Empty on error.
+  // The page runs inside r that the store holds in memory (written, stored
+  // through a mapping, or fallocated), in order; pages past `size` bytes hold
+  // none. From SEEK_DATA (to skip holes) and mincore(2). Empty on error.
   std::vector<PageRange> data_runs(PageRange r, uint64_t page_size, uint64_t size) const;
 
  private:
