@@ -70,7 +70,7 @@ void usage(FILE* out) {
                "  --ops=N            random 4 KiB operations per rep (default 100000)\n"
                "  --latency_ops=N    MARK/UNMARK pairs per rep (default 20000)\n"
                "  --ranges_max=N     largest range count of range_scaling, a power of ten\n"
-               "                     >= 1000 (default 1000000)\n"
+               "                     >= 1000 (default 100000; a file holds <= 262144 runs)\n"
                "  --json=FILE|-      also write the results as JSON ('-': stdout; the\n"
                "                     table then goes to stderr)\n"
                "  --mount=DIR        use an existing volfs mount (default: mount a private\n"

@@ -22,7 +22,7 @@ constexpr uint64_t kXattrOverhead = 64;
 // or a purged page costs a run and no page, so their number is bounded per
 // file: a MARK, or a write into volatile pages, that could take a file past
 // it fails with ENOSPC (docs/volatile-ranges.md).
-constexpr uint64_t kMaxRunsPerFile = uint64_t{1} << 17;
+constexpr uint64_t kMaxRunsPerFile = uint64_t{1} << 18;
 
 inline timespec now() {
   timespec t{};

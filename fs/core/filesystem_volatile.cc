@@ -76,7 +76,21 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
       pages.push_back(*p);
     }
     // Which pages hold data: passthrough writes went around the daemon.
-    for (size_t k = 0; k < pages.size() && !err; ++k) sync_with_store(*i, pages[k]);
+    // One look over the batch's hull when it is compact (a batch of 64
+    // neighbouring ranges then costs one mincore, not 64).
+    if (!err && i->passthrough() && !pages.empty()) {
+      PageRange hull = pages.front();
+      uint64_t total = 0;
+      for (const PageRange& p : pages) {
+        hull = PageRange{std::min(hull.first, p.first), std::max(hull.end, p.end)};
+        total += p.pages();
+      }
+      if (hull.pages() <= 4 * total + 64) {
+        sync_with_store(*i, hull);
+      } else {
+        for (const PageRange& p : pages) sync_with_store(*i, p);
+      }
+    }
     // Bound the file's runs (kMaxRunsPerFile) before anything changes, so
     // a batch is all or nothing. Each range adds at most its holes + 2 runs;
     // + 3, as an earlier range of the batch may split a hole this one sees.

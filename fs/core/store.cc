@@ -144,6 +144,28 @@ std::vector<PageRange> Store::data_runs(PageRange r, uint64_t page_size, uint64_
   constexpr uint64_t kChunkPages = 16384;  // 64 MiB of address space, 16 KiB of vector
   std::vector<unsigned char> vec;
   uint64_t page = r.first;
+  auto add = [&out](uint64_t p) {
+    if (!out.empty() && out.back().end == p) {
+      ++out.back().end;
+    } else {
+      out.push_back(PageRange{p, p + 1});
+    }
+  };
+  // A few pages: SEEK_DATA on each is cheaper than a mapping (a page holding
+  // data answers at once, a hole answers with the next data).
+  constexpr uint64_t kProbePages = 16;
+  if (end > page && end - page <= kProbePages) {
+    while (page < end) {
+      off_t data = ::lseek(fd_, static_cast<off_t>(page * page_size), SEEK_DATA);
+      if (data < 0) break;
+      const uint64_t d = static_cast<uint64_t>(data) / page_size;
+      if (d == page)
+        add(page++);
+      else
+        page = d;
+    }
+    return out;
+  }
   while (page < end) {
     off_t data = ::lseek(fd_, static_cast<off_t>(page * page_size), SEEK_DATA);
     if (data < 0) break;  // ENXIO: no data from here on
@@ -158,12 +180,7 @@ std::vector<PageRange> Store::data_runs(PageRange r, uint64_t page_size, uint64_
     ::munmap(m, n * page_size);
     if (rc < 0) return {};
     for (uint64_t k = 0; k < n; ++k) {
-      if (!(vec[k] & 1)) continue;
-      if (!out.empty() && out.back().end == page + k) {
-        ++out.back().end;
-      } else {
-        out.push_back(PageRange{page + k, page + k + 1});
-      }
+      if (vec[k] & 1) add(page + k);
     }
     page += n;
   }

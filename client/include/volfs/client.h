@@ -12,7 +12,7 @@ extern "C" {
 #endif
 
 /* Marks [offset, offset + length) volatile; flags are VOLFS_MARK_*.
- * ENOSPC: the file would hold more than 131072 runs of distinct page state
+ * ENOSPC: the file would hold more than 262144 runs of distinct page state
  * (docs/volatile-ranges.md); a batch fails whole. */
 int volfs_mark(int fd, uint64_t offset, uint64_t length, uint32_t flags);
 /* Unmarks the range; *purged is set to 1 if data in it was lost, else 0. */
