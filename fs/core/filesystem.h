@@ -253,7 +253,6 @@ class Filesystem {
 
   uint64_t page_size() const { return page_size_; }
   const MountOptions& options() const { return options_; }
-  uint64_t owner_uid() const { return options_.uid; }
 
  private:
   struct PurgeBatch {

@@ -41,10 +41,6 @@ class PurgeQueue {
     if (entries_.empty()) return std::nullopt;
     return *entries_.begin();
   }
-  bool contains(uint8_t prio, uint64_t seq) const {
-    std::lock_guard lock(mu_);
-    return entries_.count(key(prio, seq)) != 0;
-  }
   size_t size() const {
     std::lock_guard lock(mu_);
     return entries_.size();
