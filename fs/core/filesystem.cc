@@ -18,7 +18,7 @@ namespace volfs {
 namespace {
 
 constexpr size_t kNameMax = 255;
-constexpr size_t kXattrValueMax = 64 * 1024;
+constexpr size_t kXattrValueMax = size_t{64} * 1024;
 constexpr uint64_t kBogoDirentSize = 20;  // tmpfs reports directory sizes this way
 constexpr int kWriteAttempts = 4;         // purges for space before ENOSPC
 
@@ -817,6 +817,10 @@ void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& r
   try_unmark(std::move(job));
 }
 
+// By value, and copied (not moved) into a waiter below: this copy keeps the job, and with it the
+// inode whose mu `lock` holds, alive until after the unlock, even if the purge worker takes the
+// waiter, runs it and drops the last reference the moment mu is free.
+// NOLINTNEXTLINE(performance-unnecessary-value-param)
 void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
   std::unique_lock lock(job->inode->mu);
   for (; job->next < job->ranges.size(); ++job->next) {
