@@ -12,9 +12,10 @@ for arg in "$@"; do
 done
 
 # fuse3: fusermount3; util-linux: findmnt; mount: umount; kmod: modprobe;
-# googletest: the gtest/gmock sources.
+# googletest: the gtest/gmock sources; clang-format, clang-tidy: scripts/lint.sh;
+# clang-14, libclang-rt-14-dev: clang++-14 and libFuzzer for the fuzz targets (fuzz/).
 packages=(fuse3 libfuse3-dev libboost-dev cmake g++ make pkg-config libgtest-dev libgmock-dev
-  googletest valgrind clang-format clang-tidy util-linux mount kmod)
+  googletest valgrind clang-format clang-tidy clang-14 libclang-rt-14-dev util-linux mount kmod)
 
 missing=()
 for pkg in "${packages[@]}"; do
