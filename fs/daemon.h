@@ -28,14 +28,14 @@ namespace volfs {
 class OpenFiles {
  public:
   uint64_t add(std::unique_ptr<OpenFile> f) {
-    OpenFile* raw = f.get();
+    auto fh = reinterpret_cast<uint64_t>(f.get());
     std::lock_guard lock(mu_);
-    files_.emplace(raw, std::move(f));
-    return reinterpret_cast<uint64_t>(raw);
+    files_.emplace(fh, std::move(f));
+    return fh;
   }
   void remove(uint64_t fh) {
     std::lock_guard lock(mu_);
-    files_.erase(reinterpret_cast<OpenFile*>(fh));
+    files_.erase(fh);
   }
   void clear() {
     std::lock_guard lock(mu_);
@@ -44,7 +44,8 @@ class OpenFiles {
 
  private:
   std::mutex mu_;  // guards files_; a leaf lock
-  std::unordered_map<OpenFile*, std::unique_ptr<OpenFile>> files_;
+  // By file handle: the OpenFile's address, as the kernel holds it.
+  std::unordered_map<uint64_t, std::unique_ptr<OpenFile>> files_;
 };
 
 // Drops kernel page-cache ranges through the FUSE notification channel.
@@ -100,7 +101,10 @@ struct Daemon {
 };
 
 inline Daemon& daemon_of(fuse_req_t req) { return *static_cast<Daemon*>(fuse_req_userdata(req)); }
-inline OpenFile& file_of(fuse_file_info* fi) { return *reinterpret_cast<OpenFile*>(fi->fh); }
+// FUSE keeps our handle in a uint64_t; the integer-to-pointer cast is the ABI's, not a choice.
+inline OpenFile& file_of(fuse_file_info* fi) {
+  return *reinterpret_cast<OpenFile*>(fi->fh);  // NOLINT(performance-no-int-to-ptr)
+}
 
 inline Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);

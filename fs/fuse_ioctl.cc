@@ -1,6 +1,6 @@
-// FUSE handler for the volfs ioctls (client/include/volfs/volfs.h): decode,
-// check the caller's rights, call the core, reply - possibly later, from the
-// purge worker, when the answer must wait for a purge to finish.
+// FUSE handler for the volfs ioctls (client/include/volfs/volfs.h): decode
+// (ioctl_decode.h), check the caller's rights, call the core, reply - possibly
+// later, from the purge worker, when the answer must wait for a purge to finish.
 #include <volfs/volfs.h>
 
 #include <cstddef>
@@ -10,34 +10,14 @@
 #include <vector>
 
 #include "daemon.h"
+#include "ioctl_decode.h"
 
 namespace volfs {
 namespace {
 
 template <class T>
-bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& out) {
-  if (_IOC_SIZE(cmd) != sizeof(T)) return false;
-  if ((_IOC_DIR(cmd) & _IOC_WRITE) && in_size < sizeof(T)) return false;
-  if ((_IOC_DIR(cmd) & _IOC_READ) && out_size < sizeof(T)) return false;
-  if (_IOC_DIR(cmd) & _IOC_WRITE) {
-    std::memcpy(&out, in, sizeof(T));
-  } else {
-    out = T{};
-  }
-  return true;
-}
-
-template <class T>
 void reply_struct(fuse_req_t req, const T& v) {
   fuse_reply_ioctl(req, 0, &v, sizeof(v));
-}
-
-// STATS of any size from version 1's up (the size is part of the command
-// number): VOLFS_IOC_STATS_V1 of old clients, VOLFS_IOC_STATS, and larger
-// ones of clients newer than this daemon, which get what it knows.
-bool is_stats(unsigned cmd) {
-  return _IOC_TYPE(cmd) == VOLFS_IOC_MAGIC && _IOC_NR(cmd) == _IOC_NR(VOLFS_IOC_STATS) &&
-         _IOC_DIR(cmd) == _IOC_READ && _IOC_SIZE(cmd) >= VOLFS_STATS_V1_SIZE;
 }
 
 static_assert(static_cast<unsigned>(PurgeCause::kSizeLimit) == VOLFS_SOURCE_SIZE_LIMIT &&
@@ -94,15 +74,11 @@ void stats(fuse_req_t req, Daemon& d, unsigned cmd, size_t out_size) {
   fuse_reply_ioctl(req, 0, &s, n);
 }
 
-// VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH.
-void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const void* in_buf, size_t in_size,
-           size_t out_size) {
+// VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH, decoded: 1..VOLFS_BATCH_MAX ranges, and no
+// UNMARK range with flags.
+void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const volfs_range_batch& decoded) {
   // Shared: the reply may be sent later, from the purge worker.
-  auto b = std::make_shared<volfs_range_batch>();
-  if (!decode(in_buf, in_size, out_size, cmd, *b) || b->count == 0 || b->count > VOLFS_BATCH_MAX ||
-      b->reserved[0] || b->reserved[1] || b->reserved[2]) {
-    return (void)fuse_reply_err(req, EINVAL);
-  }
+  auto b = std::make_shared<volfs_range_batch>(decoded);
   std::span<volfs_range> ranges(b->ranges, b->count);
   Daemon& d = daemon_of(req);
   if (cmd == VOLFS_IOC_MARK_BATCH) {
@@ -117,10 +93,7 @@ void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const void* in_buf, size_t
   }
   std::vector<ByteRange> unmarks;
   unmarks.reserve(ranges.size());
-  for (const volfs_range& r : ranges) {
-    if (r.flags != 0) return (void)fuse_reply_err(req, EINVAL);
-    unmarks.push_back(ByteRange{r.offset, r.length});
-  }
+  for (const volfs_range& r : ranges) unmarks.push_back(ByteRange{r.offset, r.length});
   d.fs.unmark_batch(f, unmarks, [req, b](Result<std::vector<bool>> purged) {
     if (!purged.ok()) return (void)fuse_reply_err(req, purged.err());
     for (size_t k = 0; k < purged->size(); ++k) {
@@ -138,11 +111,14 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       fuse_reply_err(req, ENOTTY);
       return;
     }
-    // Works on any file of the mount, directories included.
+    // STATS and PURGE work on any file of the mount, directories included; the rest need a
+    // regular file opened by open(2).
+    const bool on_open_file = !(flags & FUSE_IOCTL_DIR) && fi->fh != 0;
+    IoctlRequest io = decode_ioctl(cmd, on_open_file, in_buf, in_size, out_size);
+    if (io.err) return (void)fuse_reply_err(req, io.err);
     if (is_stats(cmd)) return stats(req, d, cmd, out_size);
     if (cmd == VOLFS_IOC_PURGE) {
-      volfs_purge p{};
-      if (!decode(in_buf, in_size, out_size, cmd, p)) return (void)fuse_reply_err(req, EINVAL);
+      volfs_purge p = io.purge;
       uid_t uid = fuse_req_ctx(req)->uid;
       if (uid != 0 && uid != d.owner_uid) return (void)fuse_reply_err(req, EPERM);
       d.fs.purge(p.bytes, [req, p](uint64_t bytes) mutable {
@@ -151,19 +127,10 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       });
       return;
     }
-    // The rest are per-file and need a regular file opened by open(2).
-    if (_IOC_TYPE(cmd) != VOLFS_IOC_MAGIC ||
-        (cmd != VOLFS_IOC_MARK_VOLATILE && cmd != VOLFS_IOC_UNMARK_VOLATILE &&
-         cmd != VOLFS_IOC_GET_STATUS && cmd != VOLFS_IOC_MARK_BATCH &&
-         cmd != VOLFS_IOC_UNMARK_BATCH)) {
-      return (void)fuse_reply_err(req, ENOTTY);
-    }
-    if ((flags & FUSE_IOCTL_DIR) || fi->fh == 0) return (void)fuse_reply_err(req, ENOTTY);
     OpenFile& f = file_of(fi);
     (void)ino;
     if (cmd == VOLFS_IOC_GET_STATUS) {
-      volfs_status st{};
-      if (!decode(in_buf, in_size, out_size, cmd, st)) return (void)fuse_reply_err(req, EINVAL);
+      volfs_status st = io.status;
       // May answer later, from the purge worker, once a purge settled.
       d.fs.range_status(f, ByteRange{st.offset, st.length},
                         [req, st](Result<RangeStatus> r) mutable {
@@ -178,10 +145,9 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       return;
     }
     if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
-      return batch(req, f, cmd, in_buf, in_size, out_size);
+      return batch(req, f, cmd, io.batch);
     }
-    volfs_range range{};
-    if (!decode(in_buf, in_size, out_size, cmd, range)) return (void)fuse_reply_err(req, EINVAL);
+    volfs_range range = io.range;
     ByteRange br{range.offset, range.length};
     if (cmd == VOLFS_IOC_MARK_VOLATILE) {
       d.fs.mark(f, br, range.flags, [req, range](Status s) {
@@ -190,7 +156,6 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       });
       return;
     }
-    if (range.flags != 0) return (void)fuse_reply_err(req, EINVAL);
     d.fs.unmark(f, br, [req, range](Result<bool> purged) mutable {
       if (!purged.ok()) return (void)fuse_reply_err(req, purged.err());
       range.result = *purged ? VOLFS_PURGED : VOLFS_INTACT;

@@ -16,11 +16,12 @@ done
 
 # fuse3: fusermount3 (which our own libfuse runs, too); util-linux: findmnt, flock; mount: umount;
 # kmod: modprobe; googletest: the gtest/gmock sources; attr: setfattr (the io mode, in shell
-# tests). To build libfuse (below): dpkg-dev
-# (dpkg-source unpacks the source package), xz-utils, patch, meson, ninja-build, gcc, and
-# debian-archive-keyring, whose keys verify trixie's Release file.
+# tests); clang-format, clang-tidy: scripts/lint.sh; clang-14, libclang-rt-14-dev: clang++-14 and
+# libFuzzer for the fuzz targets (fuzz/). To build libfuse (below): dpkg-dev (dpkg-source unpacks
+# the source package), xz-utils, patch, meson, ninja-build, gcc, and debian-archive-keyring, whose
+# keys verify trixie's Release file.
 packages=(fuse3 libfuse3-dev libboost-dev cmake g++ make pkg-config libgtest-dev libgmock-dev
-  googletest valgrind clang-format clang-tidy util-linux mount kmod attr
+  googletest valgrind clang-format clang-tidy clang-14 libclang-rt-14-dev util-linux mount kmod attr
   gcc meson ninja-build dpkg-dev xz-utils patch debian-archive-keyring)
 
 # One dpkg-query for all (one per package took 0.7 s on a busy machine); it fails when some

@@ -12,7 +12,8 @@ usage: scripts/test.sh [--asan|--tsan|--valgrind] [--label L] [-- CTEST_ARGS...]
   --tsan      test the build-tsan/ build (TSan, halting on the first report)
   --valgrind  plain build; only tests labelled integration or shell, one at a time, with the
               daemon started under valgrind (VOLFS_DAEMON_WRAPPER)
-  --label L   only tests carrying label L (unit, integration, shell; a regex for whole labels)
+  --label L   only tests carrying label L (unit, integration, shell, fuzz; a regex for whole
+              labels). fuzz: the libFuzzer smoke runs, in the plain build only
   -- ARGS     passed on to ctest, e.g. -- -R range_map --repeat until-fail:3
 Tests without a TIMEOUT property get 600 s; failed runs keep their temp files (daemon logs).
 EOF

@@ -93,6 +93,7 @@ TEST_F(FileStateTest, RandomOperationsMatchPerPageModel) {
   constexpr uint64_t kPages = 48;
   constexpr int kFiles = 3;
   std::vector<std::unique_ptr<FileState>> files;
+  files.reserve(kFiles);
   std::vector<std::vector<PageFlags>> model(kFiles, std::vector<PageFlags>(kPages));
   for (int i = 0; i < kFiles; ++i)
     files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));

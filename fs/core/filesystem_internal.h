@@ -10,7 +10,7 @@
 namespace volfs {
 
 constexpr size_t kNameMax = 255;
-constexpr size_t kXattrValueMax = 64 * 1024;
+constexpr size_t kXattrValueMax = size_t{64} * 1024;
 constexpr uint64_t kBogoDirentSize = 20;  // tmpfs reports directory sizes this way
 constexpr int kWriteAttempts = 4;         // purges for space before ENOSPC
 // Extended attributes are charged against size= (as tmpfs does) by bytes:

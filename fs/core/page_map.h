@@ -85,6 +85,13 @@ class PageMap {
   // Number of runs: the memory cost of the map.
   size_t run_count() const { return runs_.size(); }
 
+  // Calls fn(PageRange, const PageFlags&) for every run (never holes); the
+  // fuzz target compares them with its model.
+  template <class Fn>
+  void for_each_run(Fn&& fn) const {
+    for (const auto& [first, run] : runs_) fn(PageRange{first, run.end}, run.flags);
+  }
+
   // Checks the class invariant; for tests.
   bool valid() const {
     uint64_t prev_end = 0;

@@ -1373,7 +1373,7 @@ TEST_F(PosixTest, ODirectReadWrite) {
     int fd = s.open("O_DIRECT", "f", O_CREAT | O_RDWR | O_DIRECT, 0644, "ok");
     if (fd < 0) return;
     void* mem = nullptr;
-    constexpr size_t kLen = 3 * 4096;
+    constexpr size_t kLen = size_t{3} * 4096;
     if (posix_memalign(&mem, 4096, kLen) != 0) return;
     std::string data = make_pattern(kLen, 40);
     memcpy(mem, data.data(), data.size());

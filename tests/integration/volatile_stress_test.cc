@@ -951,7 +951,7 @@ int purger(Shared& sh, const std::string& mountpoint, uint64_t seed) {
 }
 
 // Polls STATS and GET_STATUS: totals never go back, counts stay in range.
-int stats_poller(Shared& sh, const std::string& mountpoint, std::vector<std::string> files,
+int stats_poller(Shared& sh, const std::string& mountpoint, const std::vector<std::string>& files,
                  uint64_t total_pages) {
   volfs_stats last{};
   while (!sh.stop.load(std::memory_order_relaxed)) {
@@ -1015,7 +1015,7 @@ class VolatileStressTest : public MountTest {
   // if it reported a failure.
   void spawn(const std::string& name, std::function<int()> fn) {
     auto c = std::make_unique<ChildProcess>();
-    c->start([fn] {
+    c->start([fn = std::move(fn)] {
       g_own_failures = 0;
       int r = fn();
       return r != 0 ? r : child_status();
@@ -1209,7 +1209,7 @@ TEST_F(VolatileStressTest, PurgeRacesMarkersWritersAndMappings) {
   }
   spawn("stats poller", [=] {
     // Churn files come and go: up to two per churner, of at most 160 pages.
-    return stats_poller(*sh, mnt, {data, mm}, data_pages + mm_pages + 2 * 2 * 160);
+    return stats_poller(*sh, mnt, {data, mm}, data_pages + mm_pages + uint64_t{2} * 2 * 160);
   });
 
   run_for(total_seconds_ / 2);
@@ -1242,7 +1242,8 @@ TEST_F(VolatileStressTest, UnmarkAnswersOnlyOnceThePurgeHasSettled) {
     spawn(mapped ? "unmark racer (mmap)" : "unmark racer (pwrite)",
           [=] { return unmark_racer(*sh, f, kPages, kExtra, seed + 61 + k, mapped); });
     for (int j = 0; j < 2; ++j) {
-      spawn("scribbler", [=] { return scribbler(*sh, f, 0, kExtra, seed + 81 + 2 * k + j); });
+      spawn("scribbler",
+            [=] { return scribbler(*sh, f, 0, kExtra, seed + 81 + 2 * uint64_t(k) + j); });
     }
   }
   for (uint64_t k = 0; k < 2; ++k) {

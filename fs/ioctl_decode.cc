@@ -1,0 +1,74 @@
+// decode_ioctl: the checks fuse_ioctl.cc used to make inline, in the same order, so that the
+// errno a caller sees is unchanged.
+#include "ioctl_decode.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace volfs {
+namespace {
+
+// Copies the input struct of `cmd` into `out` (zeros for an output-only command), or returns
+// false if the caller's buffers cannot hold a T.
+template <class T>
+bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& out) {
+  if (_IOC_SIZE(cmd) != sizeof(T)) return false;
+  if ((_IOC_DIR(cmd) & _IOC_WRITE) && in_size < sizeof(T)) return false;
+  if ((_IOC_DIR(cmd) & _IOC_READ) && out_size < sizeof(T)) return false;
+  if (_IOC_DIR(cmd) & _IOC_WRITE) {
+    std::memcpy(&out, in, sizeof(T));
+  } else {
+    out = T{};
+  }
+  return true;
+}
+
+bool is_per_file(unsigned cmd) {
+  return cmd == VOLFS_IOC_MARK_VOLATILE || cmd == VOLFS_IOC_UNMARK_VOLATILE ||
+         cmd == VOLFS_IOC_GET_STATUS || cmd == VOLFS_IOC_MARK_BATCH ||
+         cmd == VOLFS_IOC_UNMARK_BATCH;
+}
+
+// Fills the argument of `cmd` in `r`; returns 0 or the errno to answer with.
+int decode_into(unsigned cmd, bool on_open_file, const void* in, size_t in_size, size_t out_size,
+                IoctlRequest& r) {
+  if (is_stats(cmd)) return out_size >= _IOC_SIZE(cmd) ? 0 : EINVAL;
+  if (cmd == VOLFS_IOC_PURGE) return decode(in, in_size, out_size, cmd, r.purge) ? 0 : EINVAL;
+  if (_IOC_TYPE(cmd) != VOLFS_IOC_MAGIC || !is_per_file(cmd) || !on_open_file) return ENOTTY;
+  if (cmd == VOLFS_IOC_GET_STATUS) {
+    return decode(in, in_size, out_size, cmd, r.status) ? 0 : EINVAL;
+  }
+  if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
+    volfs_range_batch& b = r.batch;
+    if (!decode(in, in_size, out_size, cmd, b) || b.count == 0 || b.count > VOLFS_BATCH_MAX ||
+        b.reserved[0] || b.reserved[1] || b.reserved[2]) {
+      return EINVAL;
+    }
+    if (cmd == VOLFS_IOC_UNMARK_BATCH) {
+      for (uint32_t k = 0; k < b.count; ++k) {
+        if (b.ranges[k].flags != 0) return EINVAL;
+      }
+    }
+    return 0;
+  }
+  if (!decode(in, in_size, out_size, cmd, r.range)) return EINVAL;
+  if (cmd == VOLFS_IOC_UNMARK_VOLATILE && r.range.flags != 0) return EINVAL;
+  return 0;
+}
+
+}  // namespace
+
+bool is_stats(unsigned cmd) {
+  return _IOC_TYPE(cmd) == VOLFS_IOC_MAGIC && _IOC_NR(cmd) == _IOC_NR(VOLFS_IOC_STATS) &&
+         _IOC_DIR(cmd) == _IOC_READ && _IOC_SIZE(cmd) >= VOLFS_STATS_V1_SIZE;
+}
+
+IoctlRequest decode_ioctl(unsigned cmd, bool on_open_file, const void* in, size_t in_size,
+                          size_t out_size) {
+  IoctlRequest r;
+  r.err = decode_into(cmd, on_open_file, in, in_size, out_size, r);
+  if (r.err == 0) r.cmd = cmd;
+  return r;
+}
+
+}  // namespace volfs
