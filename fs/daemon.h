@@ -67,8 +67,8 @@ class FuseInvalidator : public CacheInvalidator {
     // Relaxed: a statistic, it orders nothing.
     uint64_t n = failures_.fetch_add(1, std::memory_order_relaxed) + 1;
     int err = -r;
-    bool first_of_kind = err > 0 && err < kKinds &&
-                         !seen_[err].exchange(true, std::memory_order_relaxed);
+    bool first_of_kind =
+        err > 0 && err < kKinds && !seen_[err].exchange(true, std::memory_order_relaxed);
     bool power_of_ten = false;
     for (uint64_t p = 1; p <= n && !power_of_ten; p *= 10) power_of_ten = p == n;
     if (first_of_kind || power_of_ten) {

@@ -44,10 +44,20 @@ uint64_t parse_bytes(const char* s) {
   double v = std::strtod(s, &end);
   uint64_t mul = 1;
   switch (*end) {
-    case 'k': case 'K': mul = 1 << 10; break;
-    case 'm': case 'M': mul = kMiB; break;
-    case 'g': case 'G': mul = kGiB; break;
-    case '\0': break;
+    case 'k':
+    case 'K':
+      mul = 1 << 10;
+      break;
+    case 'm':
+    case 'M':
+      mul = kMiB;
+      break;
+    case 'g':
+    case 'G':
+      mul = kGiB;
+      break;
+    case '\0':
+      break;
     default:
       std::fprintf(stderr, "pressure_demo: bad size '%s'\n", s);
       std::exit(2);
@@ -149,8 +159,13 @@ void Demo::sampler() {
   auto next = Clock::now();
   while (!stop_) {
     std::string mi = read_file("/proc/meminfo");
-    Sample x{now_s(), meminfo(mi, "MemAvailable:"), meminfo(mi, "MemFree:"), psi(), stats(),
-             hog_bytes_.load(), phase_.load()};
+    Sample x{now_s(),
+             meminfo(mi, "MemAvailable:"),
+             meminfo(mi, "MemFree:"),
+             psi(),
+             stats(),
+             hog_bytes_.load(),
+             phase_.load()};
     {
       std::lock_guard lock(mu_);
       samples_.push_back(x);
@@ -288,8 +303,8 @@ bool Demo::verify(std::string* why) {
       if ((st.purged_pages > 0) != (purged == 1)) {
         ::close(fd);
         return *why = "UNMARK of " + f + " at " + std::to_string(off) + " answered " +
-                      (purged ? "PURGED" : "INTACT") + " with " +
-                      std::to_string(st.purged_pages) + " purged pages",
+                      (purged ? "PURGED" : "INTACT") + " with " + std::to_string(st.purged_pages) +
+                      " purged pages",
                false;
       }
       purged_pages += st.purged_pages;
@@ -348,13 +363,13 @@ int Demo::run() {
   uint64_t max_shortfall = 0;
   for (const Sample& x : samples_) {
     auto mib = [](double b) { return b / static_cast<double>(kMiB); };
-    std::fprintf(out, "%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\n",
-                 x.t, mib(x.avail), mib(x.free_), x.p.some10, x.p.full10,
-                 x.p.some_total_us / 1000.0, mib(x.s.resident_pages * page),
-                 mib(x.s.volatile_resident_pages * page), mib(x.s.pages_purged_total * page),
-                 mib(x.s.sources[VOLFS_SOURCE_MEMAVAIL].purged_bytes),
-                 mib(x.s.sources[VOLFS_SOURCE_PSI].purged_bytes),
-                 mib(x.s.sources[VOLFS_SOURCE_CGROUP].purged_bytes), mib(x.hog), x.phase);
+    std::fprintf(
+        out, "%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\n",
+        x.t, mib(x.avail), mib(x.free_), x.p.some10, x.p.full10, x.p.some_total_us / 1000.0,
+        mib(x.s.resident_pages * page), mib(x.s.volatile_resident_pages * page),
+        mib(x.s.pages_purged_total * page), mib(x.s.sources[VOLFS_SOURCE_MEMAVAIL].purged_bytes),
+        mib(x.s.sources[VOLFS_SOURCE_PSI].purged_bytes),
+        mib(x.s.sources[VOLFS_SOURCE_CGROUP].purged_bytes), mib(x.hog), x.phase);
     // The first MemAvailable shortfall the daemon saw, and the first sample
     // after it with MemAvailable at the floor again.
     if (t_signal < 0 && x.s.sources[VOLFS_SOURCE_MEMAVAIL].signals > 0) t_signal = x.t;
@@ -368,25 +383,27 @@ int Demo::run() {
   }
   std::fclose(out);
   uint64_t purged_bytes = s.pages_purged_total * static_cast<uint64_t>(page);
-  std::printf(
-      "{\"mem_available_before_bytes\": %" PRIu64 ", \"hog_target_bytes\": %" PRIu64
-      ", \"reached\": %s, \"end\": \"%s\", \"min_mem_available_bytes\": %" PRIu64
-      ", \"mem_available_at_end_of_hold_bytes\": %.0f, \"mem_min_bytes\": %" PRIu64
-      ", \"purged_bytes\": %" PRIu64 ", \"memavail_purged_bytes\": %" PRIu64
-      ", \"psi_purged_bytes\": %" PRIu64 ", \"cgroup_purged_bytes\": %" PRIu64
-      ", \"memavail_purges\": %" PRIu64 ", \"psi_purges\": %" PRIu64
-      ", \"max_shortfall_bytes\": %" PRIu64 ", \"step_bytes\": %d"
-      ", \"first_signal_s\": %.2f, \"memory_back_s\": %.2f, \"hog_start_s\": %.2f"
-      ", \"hog_end_s\": %.2f, \"hog_pauses\": %" PRIu64 ", \"hog_paused_s\": %.2f"
-      ", \"allocation_failures\": %" PRIu64 ", \"oom_kills\": %" PRIu64
-      ", \"promises_kept\": %s%s%s%s}\n",
-      a0_, target_, reached_ ? "true" : "false", end_reason_.c_str(),
-      min_avail_ == UINT64_MAX ? 0 : min_avail_, final_avail_hold, floor, purged_bytes,
-      s.sources[VOLFS_SOURCE_MEMAVAIL].purged_bytes, s.sources[VOLFS_SOURCE_PSI].purged_bytes,
-      s.sources[VOLFS_SOURCE_CGROUP].purged_bytes, s.sources[VOLFS_SOURCE_MEMAVAIL].purges,
-      s.sources[VOLFS_SOURCE_PSI].purges, max_shortfall, 64 << 20, t_signal, t_back, hog_start_,
-      hog_end_, pauses_, pause_s_, alloc_failures_, oom_kills, promises ? "true" : "false",
-      promises ? "" : ", \"why\": \"", promises ? "" : why.c_str(), promises ? "" : "\"");
+  std::printf("{\"mem_available_before_bytes\": %" PRIu64 ", \"hog_target_bytes\": %" PRIu64
+              ", \"reached\": %s, \"end\": \"%s\", \"min_mem_available_bytes\": %" PRIu64
+              ", \"mem_available_at_end_of_hold_bytes\": %.0f, \"mem_min_bytes\": %" PRIu64
+              ", \"purged_bytes\": %" PRIu64 ", \"memavail_purged_bytes\": %" PRIu64
+              ", \"psi_purged_bytes\": %" PRIu64 ", \"cgroup_purged_bytes\": %" PRIu64
+              ", \"memavail_purges\": %" PRIu64 ", \"psi_purges\": %" PRIu64
+              ", \"max_shortfall_bytes\": %" PRIu64
+              ", \"step_bytes\": %d"
+              ", \"first_signal_s\": %.2f, \"memory_back_s\": %.2f, \"hog_start_s\": %.2f"
+              ", \"hog_end_s\": %.2f, \"hog_pauses\": %" PRIu64
+              ", \"hog_paused_s\": %.2f"
+              ", \"allocation_failures\": %" PRIu64 ", \"oom_kills\": %" PRIu64
+              ", \"promises_kept\": %s%s%s%s}\n",
+              a0_, target_, reached_ ? "true" : "false", end_reason_.c_str(),
+              min_avail_ == UINT64_MAX ? 0 : min_avail_, final_avail_hold, floor, purged_bytes,
+              s.sources[VOLFS_SOURCE_MEMAVAIL].purged_bytes,
+              s.sources[VOLFS_SOURCE_PSI].purged_bytes, s.sources[VOLFS_SOURCE_CGROUP].purged_bytes,
+              s.sources[VOLFS_SOURCE_MEMAVAIL].purges, s.sources[VOLFS_SOURCE_PSI].purges,
+              max_shortfall, 64 << 20, t_signal, t_back, hog_start_, hog_end_, pauses_, pause_s_,
+              alloc_failures_, oom_kills, promises ? "true" : "false",
+              promises ? "" : ", \"why\": \"", promises ? "" : why.c_str(), promises ? "" : "\"");
   return promises && !aborted_ && oom_kills == 0 ? 0 : 1;
 }
 
@@ -414,14 +431,22 @@ int main(int argc, char** argv) {
       return 2;
     }
     const char* v = argv[++i];
-    if (a == "--volatile") o.volatile_bytes = parse_bytes(v);
-    else if (a == "--keep") o.keep_bytes = parse_bytes(v);
-    else if (a == "--leave") o.leave = parse_bytes(v);
-    else if (a == "--step") o.step = parse_bytes(v);
-    else if (a == "--abort-below") o.abort_below = parse_bytes(v);
-    else if (a == "--stop-below") o.stop_below = parse_bytes(v);
-    else if (a == "--hold") o.hold_s = std::strtod(v, nullptr);
-    else if (a == "--out") o.out = v;
+    if (a == "--volatile")
+      o.volatile_bytes = parse_bytes(v);
+    else if (a == "--keep")
+      o.keep_bytes = parse_bytes(v);
+    else if (a == "--leave")
+      o.leave = parse_bytes(v);
+    else if (a == "--step")
+      o.step = parse_bytes(v);
+    else if (a == "--abort-below")
+      o.abort_below = parse_bytes(v);
+    else if (a == "--stop-below")
+      o.stop_below = parse_bytes(v);
+    else if (a == "--hold")
+      o.hold_s = std::strtod(v, nullptr);
+    else if (a == "--out")
+      o.out = v;
     else {
       usage();
       return 2;

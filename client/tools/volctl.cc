@@ -7,6 +7,7 @@
 #include <volfs/file.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -16,7 +17,6 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <chrono>
 #include <thread>
 #include <utility>
 #include <vector>

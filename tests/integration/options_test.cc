@@ -231,21 +231,18 @@ TEST_P(BadOptionTest, ExitsNonZeroWithOneErrorLineAndNoMount) {
 
 INSTANTIATE_TEST_SUITE_P(
     Options, BadOptionTest,
-    ::testing::Values(BadOption{"bogus=1", "bogus"}, BadOption{"size=12q", "size"},
-                      BadOption{"size=", "size"}, BadOption{"size=-5m", "size"},
-                      BadOption{"nr_inodes=abc", "nr_inodes"}, BadOption{"mode=999", "mode"},
-                      BadOption{"uid=x", "uid"}, BadOption{"size=8m,frobnicate", "frobnicate"},
-                      BadOption{"readahead=x", "readahead"},
-                      BadOption{"readahead=1000", "readahead"},
-                      BadOption{"readahead=65m", "readahead"},
-                      BadOption{"mem_min=abc", "mem_min"}, BadOption{"mem_min=100%", "mem_min"},
-                      BadOption{"mem_min=99t", "mem_min"}, BadOption{"psi=maybe", "psi"},
-                      BadOption{"psi_some=150", "psi_some"},
-                      BadOption{"psi_full=100/400", "psi_full"},
-                      BadOption{"psi_some=3000/2000", "psi_some"},
-                      BadOption{"cgroup=yes", "cgroup"}, BadOption{"cgroup_min=0", "cgroup_min"},
-                      BadOption{"pressure_step=0", "pressure_step"},
-                      BadOption{"nopressure=1", "nopressure"}),
+    ::testing::Values(
+        BadOption{"bogus=1", "bogus"}, BadOption{"size=12q", "size"}, BadOption{"size=", "size"},
+        BadOption{"size=-5m", "size"}, BadOption{"nr_inodes=abc", "nr_inodes"},
+        BadOption{"mode=999", "mode"}, BadOption{"uid=x", "uid"},
+        BadOption{"size=8m,frobnicate", "frobnicate"}, BadOption{"readahead=x", "readahead"},
+        BadOption{"readahead=1000", "readahead"}, BadOption{"readahead=65m", "readahead"},
+        BadOption{"mem_min=abc", "mem_min"}, BadOption{"mem_min=100%", "mem_min"},
+        BadOption{"mem_min=99t", "mem_min"}, BadOption{"psi=maybe", "psi"},
+        BadOption{"psi_some=150", "psi_some"}, BadOption{"psi_full=100/400", "psi_full"},
+        BadOption{"psi_some=3000/2000", "psi_some"}, BadOption{"cgroup=yes", "cgroup"},
+        BadOption{"cgroup_min=0", "cgroup_min"}, BadOption{"pressure_step=0", "pressure_step"},
+        BadOption{"nopressure=1", "nopressure"}),
     [](const ::testing::TestParamInfo<BadOption>& info) {
       std::string name;
       for (const char* p = info.param.options; *p; ++p) {

@@ -105,8 +105,8 @@ void check_promises(const VolfsMount& m, const std::string& vol, uint64_t vol_by
 // A child that allocates anonymous memory in steps, touching every page,
 // until `enough()` or `bound` bytes, then reports on `ready` and holds it
 // until `release` is closed. Never below 1 GiB of MemAvailable.
-int hog(uint64_t step, uint64_t bound, const std::function<bool(uint64_t held)>& enough,
-        int ready, int release) {
+int hog(uint64_t step, uint64_t bound, const std::function<bool(uint64_t held)>& enough, int ready,
+        int release) {
   uint64_t held = 0;
   const long page = sysconf(_SC_PAGESIZE);
   while (held < bound && !enough(held)) {
@@ -237,9 +237,9 @@ TEST(PressureMemAvailable, AChildCrossingTheFloorGetsItsMemoryFromVolatileData) 
     close(ready.fd[0]);
     close(release.fd[1]);
     // Until MemAvailable is a step below the floor: then the daemon must act.
-    return hog(32 * kMiB, 4 * kGiB,
-               [&](uint64_t) { return mem_available() + 32 * kMiB < floor; }, ready.fd[1],
-               release.fd[0]);
+    return hog(
+        32 * kMiB, 4 * kGiB, [&](uint64_t) { return mem_available() + 32 * kMiB < floor; },
+        ready.fd[1], release.fd[0]);
   });
   close(ready.fd[1]);
   ready.fd[1] = -1;
@@ -260,7 +260,8 @@ TEST(PressureMemAvailable, AChildCrossingTheFloorGetsItsMemoryFromVolatileData) 
                (mem_available() >= floor || s.volatile_resident_pages == 0);
       },
       30s))
-      << to_string(stats_of(m)) << "\n" << m.log();
+      << to_string(stats_of(m)) << "\n"
+      << m.log();
   release.close_write();
   EXPECT_TRUE(exited_with(child.wait()));
 

@@ -48,7 +48,8 @@ VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_status*)0)->reserved) == 24,
 
 /* struct volfs_source_stats: 24 bytes. */
 VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats size");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, signals) == 0, "volfs_source_stats.signals");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, signals) == 0,
+                    "volfs_source_stats.signals");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, purges) == 8, "volfs_source_stats.purges");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_source_stats, purged_bytes) == 16,
                     "volfs_source_stats.purged_bytes");
@@ -85,7 +86,8 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, unmark_intact_total) == 96,
                     "volfs_stats.unmark_intact_total");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, mem_available_bytes) == 104,
                     "volfs_stats.mem_available_bytes");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, mem_min_bytes) == 112, "volfs_stats.mem_min_bytes");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, mem_min_bytes) == 112,
+                    "volfs_stats.mem_min_bytes");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, cgroup_limit_bytes) == 120,
                     "volfs_stats.cgroup_limit_bytes");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, cgroup_used_bytes) == 128,
