@@ -12,6 +12,7 @@ namespace {
 
 void release_file(fuse_req_t req, uint64_t fh) {
   Daemon& d = daemon_of(req);
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): FUSE's fh is our OpenFile's address
   std::optional<int> backing = d.fs.release(*reinterpret_cast<OpenFile*>(fh));
   if (backing) fuse_passthrough_close(req, *backing);
   d.files.remove(fh);

@@ -273,7 +273,7 @@ class Filesystem {
   void finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done);  // purge_on_mark
   // Drops the kernel's copies of pages that just became strict purged (see
   // mark_batch), with the inode settling meanwhile, then runs `then`.
-  void post_invalidate(std::shared_ptr<Inode> i, std::vector<PageRange> ranges,
+  void post_invalidate(const std::shared_ptr<Inode>& i, std::vector<PageRange> ranges,
                        std::function<void()> then);
 
   std::shared_ptr<Inode> find(uint64_t ino) const;  // takes ns_mu_

@@ -286,7 +286,7 @@ TEST(FilesystemTest, VolatileRunsPerFileAreBounded) {
   auto f = fx.create("a", 0);
   SetAttr a;
   a.set_size = true;
-  a.size = (2 * kMaxRunsPerFile + 2 * VOLFS_BATCH_MAX) * kPage;
+  a.size = (2 * kMaxRunsPerFile + uint64_t{2} * VOLFS_BATCH_MAX) * kPage;
   ASSERT_TRUE(fx.fs.setattr(f->inode->ino, a).ok());
   uint64_t page = 0;
   int err = 0;
@@ -303,10 +303,10 @@ TEST(FilesystemTest, VolatileRunsPerFileAreBounded) {
       EXPECT_EQ(fx.fs.stats().volatile_pages, before) << "a batch is all or nothing";
     }
     ASSERT_LE(f->inode->state->map().run_count(), kMaxRunsPerFile);
-    ASSERT_LT(page, 2 * kMaxRunsPerFile + 2 * VOLFS_BATCH_MAX) << "no limit on runs";
+    ASSERT_LT(page, 2 * kMaxRunsPerFile + uint64_t{2} * VOLFS_BATCH_MAX) << "no limit on runs";
   }
   EXPECT_EQ(err, ENOSPC);
-  EXPECT_GT(f->inode->state->map().run_count(), kMaxRunsPerFile - 8 * VOLFS_BATCH_MAX);
+  EXPECT_GT(f->inode->state->map().run_count(), kMaxRunsPerFile - uint64_t{8} * VOLFS_BATCH_MAX);
   // Unmarking gives the runs back.
   EXPECT_EQ(unmark(fx.fs, *f, 0, 0), 0);
   EXPECT_EQ(f->inode->state->map().run_count(), 0u);
@@ -510,6 +510,7 @@ TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
   ASSERT_TRUE(mark(fx.fs, *f, 4 * kPage, 4 * kPage).ok());
   std::atomic<bool> stop{false};
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (int t = 0; t < 3; ++t) {
     readers.emplace_back([&] {
       while (!stop) {

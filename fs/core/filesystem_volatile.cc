@@ -169,6 +169,10 @@ void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& r
   try_unmark(std::move(job));
 }
 
+// By value, and copied (not moved) into a waiter below: this copy keeps the job, and with it the
+// inode whose mu `lock` holds, alive until after the unlock, even if the purge worker takes the
+// waiter, runs it and drops the last reference the moment mu is free.
+// NOLINTNEXTLINE(performance-unnecessary-value-param)
 void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
   std::unique_lock lock(job->inode->mu);
   for (; job->next < job->ranges.size(); ++job->next) {
@@ -203,6 +207,8 @@ void Filesystem::range_status(const OpenFile& f, ByteRange r, StatusDone done) {
   try_status(std::move(i), *pages, std::move(done));
 }
 
+// By value for the reason try_unmark's job is: `i` must outlive the unlock of its mu.
+// NOLINTNEXTLINE(performance-unnecessary-value-param)
 void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done) {
   std::unique_lock lock(i->mu);
   // Phase 1 records pages purged before phase 2 drops the kernel's copies:
@@ -219,7 +225,7 @@ void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone do
   done(st);
 }
 
-void Filesystem::post_invalidate(std::shared_ptr<Inode> i, std::vector<PageRange> ranges,
+void Filesystem::post_invalidate(const std::shared_ptr<Inode>& i, std::vector<PageRange> ranges,
                                  std::function<void()> then) {
   auto job = [this, i, ranges = std::move(ranges), then = std::move(then)] {
     if (invalidator_) {

@@ -540,7 +540,8 @@ bool register_v1_pressure_level(const std::string& dir, std::vector<PressureSour
 
 }  // namespace
 
-SystemPressure open_system_pressure(const PressureOptions& o, std::shared_ptr<PressureEnv> env) {
+SystemPressure open_system_pressure(const PressureOptions& o,
+                                    const std::shared_ptr<PressureEnv>& env) {
   SystemPressure out;
   if (o.mem_min_bytes) {
     std::optional<std::string> text = env->read_file("/proc/meminfo");

@@ -245,6 +245,7 @@ struct SystemPressure {
 };
 // Builds the sources the options ask for, on the real system (`env` reads
 // it). Run before mounting, so that an error leaves nothing mounted.
-SystemPressure open_system_pressure(const PressureOptions& o, std::shared_ptr<PressureEnv> env);
+SystemPressure open_system_pressure(const PressureOptions& o,
+                                    const std::shared_ptr<PressureEnv>& env);
 
 }  // namespace volfs
