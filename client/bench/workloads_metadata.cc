@@ -72,8 +72,8 @@ void run_metadata(Env& env) {
   const std::string files = std::to_string(n) + " files (--ops/10) in a fresh directory per rep";
   create.note = files + ": open(O_CREAT|O_EXCL), one 4 KiB write, close each";
   stat.note = files +
-              ": stat(2) by path right after the creates (volfs: the kernel keeps names and "
-              "attributes for the daemon's 1 s timeout, older ones go back to the daemon)";
+              ": stat(2) by path after the creates (volfs: one FUSE request each, a GETATTR "
+              "for a name looked up less than 1 s before, a LOOKUP for an older one)";
   unlink.note = files + ": unlink(2) each, after the stats";
   env.report.add(create);
   env.report.add(stat);
