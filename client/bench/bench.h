@@ -25,7 +25,7 @@ struct Config {
   std::vector<std::string> benchmarks;
   uint64_t size = kGiB;          // bytes per file of the size-driven workloads
   int reps = 5;                  // repetitions of every timed figure
-  uint64_t ops = 100000;         // random 4 KiB operations per rep
+  uint64_t ops = 100000;         // random 4 KiB operations per rep; metadata: ops/10 files
   uint64_t latency_ops = 20000;  // MARK/UNMARK pairs per rep
   uint64_t ranges_max = 100000;  // largest N of range_scaling (a file holds <= 262144 runs)
   std::string json;              // "" none, "-" stdout
@@ -132,6 +132,7 @@ void run_mark_unmark(Env& env);
 void run_range_scaling(Env& env);
 void run_purge(Env& env);
 void run_memory(Env& env);
+void run_metadata(Env& env);
 void run_cache(Env& env);
 
 // ----------------------------------------------------------------------------

@@ -40,6 +40,8 @@ const std::vector<Workload>& all_workloads() {
        run_range_scaling},
       {"purge", "explicit purge (clean, dirty mapped) GB/s; watermark purge delay, ms", run_purge},
       {"memory", "memory per GiB stored, vs tmpfs", run_memory},
+      {"metadata", "create (+4 KiB write), stat, unlink of --ops/10 small files, kops/s",
+       run_metadata},
       {"cache", "SharedCache get/put latency and throughput", run_cache},
   };
   return w;
@@ -63,7 +65,8 @@ void usage(FILE* out) {
                "                     suffix, a multiple of 1 MiB (default 1g; 256m for a\n"
                "                     quick run)\n"
                "  --reps=N           repetitions of every figure (default 5)\n"
-               "  --ops=N            random 4 KiB operations per rep (default 100000)\n"
+               "  --ops=N            random 4 KiB operations per rep (default 100000);\n"
+               "                     metadata creates --ops/10 files per rep\n"
                "  --latency_ops=N    MARK/UNMARK pairs per rep (default 20000)\n"
                "  --ranges_max=N     largest range count of range_scaling, a power of ten\n"
                "                     >= 1000 (default 100000; a file holds <= 262144 runs)\n"
