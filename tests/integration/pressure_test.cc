@@ -229,6 +229,10 @@ TEST(PressureMemAvailable, AChildCrossingTheFloorGetsItsMemoryFromVolatileData) 
   const std::string vol = m.path("volatile"), keep = m.path("keep");
   fill(vol, kVolatile, 1, true);
   fill(keep, kKeep, 2, false);
+  if (source(stats_of(m), VOLFS_SOURCE_MEMAVAIL).purges > 0) {
+    GTEST_SKIP() << "other work on the machine took MemAvailable below the floor before the "
+                    "child started";
+  }
   ASSERT_EQ(stats_of(m).volatile_resident_pages * page_size(), kVolatile);
 
   Pipe ready, release;
