@@ -90,7 +90,7 @@ class Inode {
   uint64_t size = 0;
   timespec atime{}, mtime{}, ctime{};
   std::map<std::string, std::string, std::less<>> xattrs;
-  uint64_t xattr_bytes = 0;  // charged against size= (filesystem_xattr.cc)
+  uint64_t xattr_bytes = 0;                    // charged against size= (filesystem_xattr.cc)
   std::string symlink_target;                  // immutable after creation
   std::unique_ptr<Store> store;                // regular files
   std::unique_ptr<FileState> state;            // regular files
@@ -273,9 +273,16 @@ class Filesystem {
   void try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done);
   void finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done);  // purge_on_mark
   // Drops the kernel's copies of pages that just became strict purged (see
-  // mark_batch), with the inode settling meanwhile, then runs `then`.
-  void post_invalidate(std::shared_ptr<Inode> i, std::vector<PageRange> ranges,
-                       std::function<void()> then);
+  // mark_batch), with the inode settling meanwhile, then answers the mark.
+  // Allocated before the marks commit (see PurgeFinish).
+  struct MarkInvalidation {
+    std::shared_ptr<Inode> inode;
+    std::vector<PageRange> ranges;
+    std::vector<PurgeEntry> entries;
+    int err = 0;
+    MarkDone done;
+  };
+  void run_invalidation(MarkInvalidation& m);
 
   std::shared_ptr<Inode> find(uint64_t ino) const;  // takes ns_mu_
   std::shared_ptr<Inode> find_locked(uint64_t ino) const;
@@ -308,8 +315,23 @@ class Filesystem {
   uint64_t purge_entry(const PurgeEntry& e, uint64_t max_pages, std::vector<PurgeBatch>& out);
   // Purge phase 2: invalidate, clear PURGING, invalidate again, then run the
   // waiters. Runs on the purge worker, with no lock held across invalidation.
+  // Never fails: PURGING is cleared in place (FileState::finish_purge).
   void finish_purge(const std::vector<PurgeBatch>& batches);
-  void post_finish(std::vector<PurgeBatch> batches, std::function<void()> then);
+  // A purge's phase 2, allocated before its phase 1 commits anything, so
+  // that no allocation failure can leave pages PURGING for good: phase 1
+  // fills in batches and pages, then post_finish() hands it to the worker
+  // (or runs it here, without a worker); then(pages) runs after phase 2.
+  struct PurgeFinish {
+    std::vector<PurgeBatch> batches;
+    uint64_t pages = 0;
+    std::function<void(uint64_t pages)> then;
+  };
+  struct PendingFinish {
+    std::shared_ptr<PurgeFinish> state;
+    PurgeWorker::Job job;
+  };
+  PendingFinish prepare_finish(std::function<void(uint64_t pages)> then);
+  void post_finish(PendingFinish&& f);
   bool purge_for_space(uint64_t pages);
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).

@@ -109,10 +109,11 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
     std::unique_lock lock(i.mu);
     WritePlan plan = i.state->plan_write(pages, writeback);
     if (plan.eio) return Err{EIO};
+    // Allocated before anything changes; committed with no failure possible.
+    PageMap::Edit edit = i.state->prepare_write(plan);
     // Volatile pages may lose their data and keep their runs (purge): bound
     // the runs they can leave behind (kMaxRunsPerFile).
-    if (plan.touches_volatile &&
-        i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
+    if (plan.touches_volatile && i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
       return Err{ENOSPC};
     }
     if (plan.new_pages && !acc_.try_charge(plan.new_pages)) {
@@ -130,7 +131,7 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
       }
       i.size = end;
     }
-    i.state->commit_write(plan);
+    i.state->commit(std::move(edit));
     i.mtime = i.ctime = now();
     lock.unlock();
     if (options_.purge_high_pct && worker_) worker_->wake();
@@ -166,10 +167,11 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     std::unique_lock io(i.io_mu);
     std::lock_guard lock(i.mu);
     sync_with_store(i, PageRange{0, 0});
-    if (int r = i.store->punch(off, len); r < 0) return Err{-r};
     uint64_t first = (off + page_size_ - 1) / page_size_;
-    uint64_t last = end / page_size_;
-    if (first < last) acc_.uncharge(i.state->drop(first, last));
+    uint64_t last = std::max(first, end / page_size_);
+    PageMap::Edit edit = i.state->prepare_drop(PageRange{first, last});  // before the punch
+    if (int r = i.store->punch(off, len); r < 0) return Err{-r};
+    acc_.uncharge(i.state->commit_drop(std::move(edit)));
     if (!keep_size && end > i.size) {
       if (int r = i.store->truncate(end); r < 0) return Err{-r};
       i.size = end;
@@ -184,6 +186,7 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     std::unique_lock lock(i.mu);
     sync_with_store(i, pages);
     uint64_t need = i.state->nonresident_in(pages);
+    PageMap::Edit edit = i.state->prepare_resident(pages);
     if (need && !acc_.try_charge(need)) {
       lock.unlock();
       io.unlock();
@@ -194,8 +197,9 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
       acc_.uncharge(need);
       return Err{-r};
     }
-    [[maybe_unused]] uint64_t added = i.state->make_resident(pages);
-    assert(added == need);
+    [[maybe_unused]] uint64_t before = i.state->resident_pages();
+    i.state->commit(std::move(edit));
+    assert(i.state->resident_pages() - before == need);
     if (!keep_size && end > i.size) {
       if (int r = i.store->truncate(end); r < 0) return Err{-r};
       i.size = end;
