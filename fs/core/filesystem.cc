@@ -226,6 +226,9 @@ Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
   }
   if (int r = i.store->truncate(size); r < 0) return Err{-r};
   acc_.uncharge(i.state->commit_drop(std::move(edit)));
+  if (size < i.size) {
+    forget_wb_failed(i, PageRange{(size + page_size_ - 1) / page_size_, FileState::kEndOfFile});
+  }
   i.size = size;
   i.mtime = i.ctime = now();
   return {};

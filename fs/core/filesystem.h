@@ -96,6 +96,13 @@ class Inode {
   std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
   int settling = 0;  // purges between clearing PURGING and their last invalidation
+  // Write-back errors (cached io mode): pages whose dirty kernel copy the
+  // daemon could not store (ENOSPC at a full mount), and the errno. FSYNC
+  // reports wb_err while any such page is left; a later successful write
+  // of a page, or a truncate or punch that removes it, clears it
+  // (docs/design.md, "Write-back errors").
+  int wb_err = 0;
+  std::vector<PageRange> wb_failed;  // disjoint, sorted, at most kMaxWritebackRanges
   // Io mode (docs/design.md, "Io modes"), fixed by the first open for the
   // inode's life: the kernel refuses to mix passthrough and cached opens,
   // and a passthrough mapping outlives its open file (the kernel maps the
@@ -213,6 +220,9 @@ class Filesystem {
                        bool writeback = false);
   Status fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t len);
   Result<uint64_t> lseek(const OpenFile& f, uint64_t off, int whence);
+  // FSYNC: the data is in memory already; reports a write-back error that
+  // is still standing (see Inode::wb_failed).
+  Status fsync(const OpenFile& f);
 
   // Extended attributes (user.* only).
   Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
@@ -302,6 +312,10 @@ class Filesystem {
   uint64_t xattr_pages(uint64_t bytes) const { return (bytes + page_size_ - 1) / page_size_; }
 
   Status truncate_locked(Inode& i, uint64_t size);  // io_mu exclusive + mu held
+  Result<size_t> write_pages(Inode& i, const char* buf, size_t size, uint64_t off, bool writeback);
+  // Write-back errors (Inode::wb_failed); mu held.
+  static void forget_wb_failed(Inode& i, PageRange r);
+  void note_wb_failed(Inode& i, PageRange r, int err);
   // Passthrough writes and stores reach the store without the daemon: for an
   // inode in passthrough, bring its size and times, and the resident bits
   // of r (none if r is empty) in line with the store. mu held.
