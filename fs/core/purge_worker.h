@@ -115,7 +115,11 @@ class PurgeWorker {
   // completes, so that posting it cannot fail (docs/design.md, "Out of
   // memory"). One element; post() splices it into the queue.
   using Job = std::list<std::function<void()>>;
-  static Job make_job(std::function<void()> fn) { return Job{std::move(fn)}; }
+  static Job make_job(std::function<void()> fn) {
+    Job j;
+    j.push_back(std::move(fn));  // moved, not copied (as Job{fn} would)
+    return j;
+  }
   void post(Job&& job) noexcept;
   void post(std::function<void()> job) { post(make_job(std::move(job))); }
   // Nudges the worker to consult the pressure sources now.
