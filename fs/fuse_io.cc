@@ -80,8 +80,11 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-// The data lives in memory already; dirty mmap pages reach us before FSYNC.
-void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+// The data lives in memory already; dirty mmap pages reach us before FSYNC,
+// which reports a write-back of them that failed (Filesystem::fsync).
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  guarded(req, [&] { fuse_reply_err(req, daemon_of(req).fs.fsync(file_of(fi)).err()); });
+}
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, [&] {

@@ -7,7 +7,7 @@
 
 namespace volfs {
 
-void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n) {
+void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n) noexcept {
   auto n64 = static_cast<int64_t>(pages);
   auto delta = [n64](bool before, bool after) { return (int64_t{after} - int64_t{before}) * n64; };
   acc_.add_resident(delta(o.resident, n.resident));
@@ -25,7 +25,7 @@ void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n
     if (o.purgeable()) {
       assert(m.purgeable >= pages);
       m.purgeable -= pages;
-      if (m.purgeable == 0) queue_.remove(m.prio, o.seq);
+      if (m.purgeable == 0) m.node = queue_.remove(m.prio, o.seq);
     }
     assert(m.pages >= pages);
     m.pages -= pages;
@@ -37,7 +37,8 @@ void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n
     m.pages += pages;
     if (n.purgeable()) {
       if (m.purgeable == 0) {
-        queue_.add(PurgeEntry{.prio = m.prio, .seq = n.seq, .ino = ino_, .range = m.range});
+        assert(!m.node.empty());
+        queue_.add(std::move(m.node));
       }
       m.purgeable += pages;
     }
@@ -52,13 +53,14 @@ void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n
 
 WritePlan FileState::plan_write(PageRange r, bool writeback) const {
   WritePlan plan;
+  plan.writeback = writeback;
   map_.for_each(r.first, r.end, [&](PageRange p, const PageFlags& f) {
-    if (f.purge_id != 0 && writeback) return;  // stale data racing a purge: dropped
-    // Write-back of a page that is strict purged by now (re-marked strict
-    // after a purge, or dirtied while a purge finished): nobody can read it,
-    // and a purged volatile page may lose writes, so it is dropped, not an
-    // error that a later fsync would report.
-    if (writeback && f.is_volatile && f.strict && f.purged) return;
+    // Stale data racing a purge (purge_id), or write-back of a page that is
+    // strict purged by now (re-marked strict after a purge, or dirtied while
+    // a purge finished): nobody can read it, and a purged volatile page may
+    // lose writes, so it is dropped, not an error that a later fsync would
+    // report.
+    if (write_drops(f, writeback)) return;
     // A write(2) into a purged page: EIO if strict, else the page holds data
     // again (still volatile, still purged).
     if (f.is_volatile && f.strict && f.purged) plan.eio = true;
@@ -74,11 +76,19 @@ WritePlan FileState::plan_write(PageRange r, bool writeback) const {
   return plan;
 }
 
-void FileState::commit_write(const WritePlan& plan) {
+PageMap::Edit FileState::prepare_write(const WritePlan& plan) const {
   assert(!plan.eio);
-  for (const PageRange& r : plan.keep) {
-    update(r, [](PageRange, PageFlags& f) { f.resident = true; });
-  }
+  if (plan.keep.empty()) return {};
+  // One rewrite of the span, so that the commit is one step: between the
+  // kept ranges lie exactly the pieces the plan drops.
+  const bool wb = plan.writeback;
+  return map_.prepare(plan.keep.front().first, plan.keep.back().end, [wb](PageRange, PageFlags& f) {
+    if (!write_drops(f, wb)) f.resident = true;
+  });
+}
+
+PageMap::Edit FileState::prepare_resident(PageRange r) const {
+  return map_.prepare(r.first, r.end, [](PageRange, PageFlags& f) { f.resident = true; });
 }
 
 uint64_t FileState::make_resident(PageRange r) {
@@ -93,10 +103,13 @@ uint64_t FileState::make_resident(PageRange r) {
 uint64_t FileState::found_data(const std::vector<PageRange>& data) {
   uint64_t added = 0;
   for (const PageRange& d : data) {
+    uint64_t here = 0;
     update(d, [&](PageRange p, PageFlags& f) {
-      if (!f.resident) added += p.pages();
+      if (!f.resident) here += p.pages();
       f.resident = true;
     });
+    acc_.charge_found(here);
+    added += here;
   }
   return added;
 }
@@ -110,20 +123,28 @@ uint64_t FileState::nonresident_in(PageRange r) const {
 }
 
 uint64_t FileState::drop(uint64_t first, uint64_t end) {
-  uint64_t freed = 0;
+  const uint64_t before = resident_pages_;
   // PageMap walks runs, not pages, so a huge range costs only its runs.
-  update(PageRange{first, end}, [&](PageRange p, PageFlags& f) {
-    if (f.resident) freed += p.pages();
-    f = PageFlags{};
-  });
-  return freed;
+  // Where no run straddles an edge (a whole file: destruction), in place,
+  // with no allocation; else a rewrite that may throw, changing nothing.
+  auto forget = [](PageRange, PageFlags& f) { f = PageFlags{}; };
+  if (!map_.update_in_place(first, end, forget,
+                            [this](PageRange p, const PageFlags& o, const PageFlags& n) {
+                              on_change(p.pages(), o, n);
+                            })) {
+    update(PageRange{first, end}, forget);
+  }
+  return before - resident_pages_;
 }
 
 void FileState::mark(PageRange r, uint8_t prio, bool strict, uint64_t seq) {
   if (r.first >= r.end) return;
   assert(marks_.find(seq) == marks_.end());
-  marks_.emplace(seq, MarkInfo{.prio = prio, .range = r, .pages = 0, .purgeable = 0});
-  update(r, [&](PageRange, PageFlags& f) {
+  // Everything allocated before anything changes: the mark's queue node,
+  // its MarkInfo, the rewrite of its pages.
+  PurgeQueue::Node node =
+      PurgeQueue::make_node(PurgeEntry{.prio = prio, .seq = seq, .ino = ino_, .range = r});
+  PageMap::Edit edit = map_.prepare(r.first, r.end, [&](PageRange, PageFlags& f) {
     // A page that stays volatile keeps its purged flag: the data it lost
     // since it was first marked is still lost.
     f.purged = f.is_volatile && f.purged;
@@ -132,6 +153,9 @@ void FileState::mark(PageRange r, uint8_t prio, bool strict, uint64_t seq) {
     f.prio = prio;
     f.seq = seq;
   });
+  marks_.emplace(
+      seq, MarkInfo{.prio = prio, .range = r, .pages = 0, .purgeable = 0, .node = std::move(node)});
+  commit(std::move(edit));
   auto it = marks_.find(seq);
   if (it != marks_.end() && it->second.pages == 0) marks_.erase(it);
 }
@@ -203,22 +227,38 @@ std::vector<PageRange> FileState::purge(PageRange r, uint64_t seq, uint64_t max_
       victims.push_back(take);
     }
   });
+  if (victims.empty()) return victims;
+  // One rewrite of the span: inside it, every purgeable page of the mark is
+  // a victim (only the last victim may be cut short by the budget, and the
+  // span ends with it).
+  PageMap::Edit edit =
+      map_.prepare(victims.front().first, victims.back().end, [&](PageRange, PageFlags& f) {
+        if (!f.purgeable() || f.seq != seq) return;
+        f.resident = false;
+        f.purged = true;
+        f.purge_id = purge_id;
+      });
   // Count first: see Accounting::add for why the order matters to readers.
-  if (budget < max_pages) acc_.count_purge(max_pages - budget);
-  for (const PageRange& v : victims) {
-    update(v, [&](PageRange, PageFlags& f) {
-      f.resident = false;
-      f.purged = true;
-      f.purge_id = purge_id;
-    });
-  }
+  acc_.count_purge(max_pages - budget);
+  commit(std::move(edit));
   return victims;
 }
 
 void FileState::finish_purge(PageRange r, uint32_t purge_id) {
-  update(r, [&](PageRange, PageFlags& f) {
+  auto clear = [purge_id](PageRange, PageFlags& f) {
     if (f.purge_id == purge_id) f.purge_id = 0;
-  });
+  };
+  // The pages carrying purge_id are runs of their own inside r (no other
+  // page has that id), so clearing it only rewrites and merges runs: in
+  // place, with no allocation, as phase 2 of a purge must not fail.
+  if (map_.update_in_place(r.first, r.end, clear,
+                           [this](PageRange p, const PageFlags& o, const PageFlags& n) {
+                             on_change(p.pages(), o, n);
+                           })) {
+    return;
+  }
+  assert(!"finish_purge: a purging run straddles the range");
+  update(r, clear);
 }
 
 }  // namespace volfs

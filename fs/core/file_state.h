@@ -3,7 +3,9 @@
 // Not thread-safe: the owning inode's lock guards it. Invariants: the global
 // counters equal the sum over all files of their pages' classification, and a
 // mark has a PurgeQueue entry iff it has purgeable pages (volatile, resident)
-// in this file.
+// in this file. Every mutation has the strong guarantee: it allocates first
+// and may throw std::bad_alloc with nothing changed, then commits with
+// operations that cannot throw (docs/design.md, "Out of memory").
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,7 @@ struct WritePlan {
   uint64_t new_pages = 0;         // pages in `keep` that are not resident yet
   bool touches_volatile = false;  // some page in the range is volatile
   uint64_t holes = 0;             // hole pieces in the range (see max_new_runs)
+  bool writeback = false;         // as planned
 };
 
 enum class UnmarkResult { kIntact, kPurged, kBusy };
@@ -53,7 +56,26 @@ class FileState {
   // pages), not from a write(2) issued now.
   WritePlan plan_write(PageRange r, bool writeback) const;
   // Makes the plan's pages resident; the caller charged plan.new_pages.
-  void commit_write(const WritePlan& plan);
+  void commit_write(const WritePlan& plan) { commit(prepare_write(plan)); }
+  // The same in two steps, for callers with a fallible step of their own
+  // between them (the store's): prepare may throw and changes nothing;
+  // commit cannot fail. Nothing may change the state in between.
+  [[nodiscard]] PageMap::Edit prepare_write(const WritePlan& plan) const;
+  [[nodiscard]] PageMap::Edit prepare_resident(PageRange r) const;
+  [[nodiscard]] PageMap::Edit prepare_drop(PageRange r) const {
+    return map_.prepare(r.first, r.end, [](PageRange, PageFlags& f) { f = PageFlags{}; });
+  }
+  // Commits a prepared drop; returns the resident pages dropped.
+  uint64_t commit_drop(PageMap::Edit&& e) noexcept {
+    const uint64_t before = resident_pages_;
+    commit(std::move(e));
+    return before - resident_pages_;
+  }
+  void commit(PageMap::Edit&& e) noexcept {
+    map_.commit(std::move(e), [this](PageRange p, const PageFlags& o, const PageFlags& n) {
+      on_change(p.pages(), o, n);
+    });
+  }
   // Makes pages resident with no conditions (fallocate); returns how many
   // were not resident before (the caller charged that many beforehand, as
   // counted by nonresident_in).
@@ -63,7 +85,9 @@ class FileState {
   // passthrough: writes and stores reach the store without the daemon, but
   // pages leave it only by the daemon's own punch, truncate or purge, so the
   // bits never need clearing here; fallocated pages read as holes to
-  // SEEK_DATA and stay resident too). Returns how many became resident.
+  // SEEK_DATA and stay resident too). Charges them (Accounting::
+  // charge_found) range by range, so that an allocation failure midway
+  // leaves the charge and the state in step. Returns how many it found.
   uint64_t found_data(const std::vector<PageRange>& data);
 
   // Forgets every state of the pages (truncate, punch, delete). Returns the
@@ -99,15 +123,19 @@ class FileState {
     PageRange range;
     uint64_t pages = 0;      // volatile pages carrying this seq
     uint64_t purgeable = 0;  // of which purgeable
+    PurgeQueue::Node node;   // its queue entry while not queued (purgeable == 0)
   };
+  // A write of page f drops its data (see WritePlan).
+  static bool write_drops(const PageFlags& f, bool writeback) {
+    return writeback && (f.purge_id != 0 || (f.is_volatile && f.strict && f.purged));
+  }
 
   template <class Fn>
   void update(PageRange r, Fn&& fn) {
-    map_.update(r.first, r.end, fn, [this](PageRange p, const PageFlags& o, const PageFlags& n) {
-      on_change(p.pages(), o, n);
-    });
+    commit(map_.prepare(r.first, r.end, fn));
   }
-  void on_change(uint64_t pages, const PageFlags& o, const PageFlags& n);
+  // Keeps the counters and the queue in step; never allocates.
+  void on_change(uint64_t pages, const PageFlags& o, const PageFlags& n) noexcept;
 
   const uint64_t ino_;
   Accounting& acc_;

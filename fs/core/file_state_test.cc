@@ -6,10 +6,32 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <new>
 #include <random>
+#include <set>
+
+// Allocation-failure injection, in this test binary only: while
+// g_fail_countdown is N > 0, the Nth allocation on this thread throws
+// std::bad_alloc. Thread-local, so gtest's own threads are not affected.
+namespace {
+thread_local long g_fail_countdown = 0;
+void* checked_alloc(std::size_t n) {
+  if (g_fail_countdown > 0 && --g_fail_countdown == 0) throw std::bad_alloc();
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return checked_alloc(n); }
+void* operator new[](std::size_t n) { return checked_alloc(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace volfs {
 namespace {
@@ -262,6 +284,173 @@ TEST_F(FileStateTest, RandomOperationsMatchPerPageModel) {
     ASSERT_EQ(got.volatile_resident_pages, want.volatile_resident_pages) << "step " << step;
     ASSERT_EQ(got.purged_pages, want.purged_pages) << "step " << step;
   }
+}
+
+// Every operation of FileState, made to fail at its 1st, 2nd, ... allocation
+// until it succeeds: after each failure the state is as before the call
+// (strong guarantee), the map is valid, the global counters equal a recount
+// and the purge queue holds exactly the marks with purgeable pages.
+TEST_F(FileStateTest, AllocationFailureLeavesStateUnchanged) {
+  const uint64_t seed = std::getenv("VOLFS_SEED")
+                            ? std::strtoull(std::getenv("VOLFS_SEED"), nullptr, 0)
+                            : std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with VOLFS_SEED=" + std::to_string(seed) +
+               ")");
+  std::mt19937_64 rng(seed);
+  constexpr uint64_t kPages = 64;
+  constexpr int kFiles = 2;
+  std::vector<std::unique_ptr<FileState>> files;
+  for (int i = 0; i < kFiles; ++i) {
+    files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));
+  }
+  uint64_t next_seq = 1;
+  uint32_t next_purge = 1;
+  std::vector<std::pair<int, uint32_t>> purging;
+
+  struct RunCopy {
+    PageRange r;
+    PageFlags f;
+    bool operator==(const RunCopy&) const = default;
+  };
+  auto dump = [&](const FileState& fs) {
+    std::vector<RunCopy> out;
+    fs.map().for_each_run([&](PageRange r, const PageFlags& f) { out.push_back({r, f}); });
+    return out;
+  };
+  auto check = [&](const std::string& what) {
+    AccountingSnapshot want{};
+    std::set<std::pair<uint8_t, uint64_t>> purgeable_marks;
+    std::map<uint64_t, uint64_t> ino_of;
+    for (int f = 0; f < kFiles; ++f) {
+      ASSERT_TRUE(files[f]->map().valid()) << what;
+      uint64_t resident = 0;
+      files[f]->map().for_each_run([&](PageRange r, const PageFlags& pf) {
+        uint64_t n = r.pages();
+        resident += pf.resident ? n : 0;
+        want.resident_pages += pf.resident ? n : 0;
+        want.volatile_pages += pf.is_volatile ? n : 0;
+        want.volatile_resident_pages += pf.is_volatile && pf.resident ? n : 0;
+        want.purged_pages += pf.is_volatile && pf.purged ? n : 0;
+        if (pf.purgeable()) {
+          purgeable_marks.insert({pf.prio, pf.seq});
+          ino_of[pf.seq] = files[f]->ino();
+        }
+      });
+      ASSERT_EQ(files[f]->resident_pages(), resident) << what;
+    }
+    AccountingSnapshot got = acc_.snapshot();
+    ASSERT_EQ(got.resident_pages, want.resident_pages) << what;
+    ASSERT_EQ(got.charged_pages, want.resident_pages) << what;
+    ASSERT_EQ(got.volatile_pages, want.volatile_pages) << what;
+    ASSERT_EQ(got.volatile_resident_pages, want.volatile_resident_pages) << what;
+    ASSERT_EQ(got.purged_pages, want.purged_pages) << what;
+    std::set<std::pair<uint8_t, uint64_t>> queued;
+    for (const PurgeEntry& e : queue_.entries()) {
+      queued.insert({e.prio, e.seq});
+      ASSERT_EQ(e.ino, ino_of[e.seq]) << what;
+    }
+    ASSERT_EQ(queued, purgeable_marks) << what;
+  };
+  auto range = [&] {
+    uint64_t a = rng() % kPages, b = rng() % (kPages + 1);
+    if (a > b) std::swap(a, b);
+    return pr(a, b);
+  };
+
+  long failures = 0;
+  for (int step = 0; step < 3000; ++step) {
+    int fi = static_cast<int>(rng() % kFiles);
+    FileState& fs = *files[fi];
+    PageRange r = range();
+    int op = static_cast<int>(rng() % 7);
+    uint8_t prio = rng() % 4;
+    bool strict = rng() & 1;
+    bool writeback = rng() & 1;
+    uint64_t budget = 1 + rng() % 16;
+    size_t which = purging.empty() ? 0 : rng() % purging.size();
+    static const char* const kNames[] = {"write",  "mark", "unmark",    "purge",
+                                         "finish", "drop", "found_data"};
+    // The operation, run with allocation failures armed; true if it ran.
+    auto run = [&]() -> bool {
+      switch (op) {
+        case 0: {  // write, as Filesystem::write: charge, then commit
+          WritePlan plan = fs.plan_write(r, writeback);
+          if (plan.eio) return true;
+          EXPECT_TRUE(acc_.try_charge(plan.new_pages));
+          try {
+            fs.commit_write(plan);
+          } catch (...) {
+            acc_.uncharge(plan.new_pages);
+            throw;
+          }
+          return true;
+        }
+        case 1:
+          fs.mark(r, prio, strict, next_seq);
+          return true;
+        case 2:
+          (void)fs.unmark(r);
+          return true;
+        case 3: {
+          auto e = queue_.front();
+          if (!e) return true;
+          FileState& owner = *files[e->ino - 1];
+          auto victims = owner.purge(e->range, e->seq, budget, next_purge);
+          g_fail_countdown = 0;  // the test's own bookkeeping
+          uint64_t freed = 0;
+          for (auto& v : victims) freed += v.pages();
+          acc_.uncharge(freed);
+          if (freed) purging.push_back({static_cast<int>(e->ino - 1), next_purge});
+          return true;
+        }
+        case 4: {
+          if (purging.empty()) return true;
+          auto [f, id] = purging[which];
+          files[f]->finish_purge(pr(0, kPages), id);
+          purging.erase(purging.begin() + static_cast<long>(which));
+          return true;
+        }
+        case 5:
+          acc_.uncharge(fs.drop(r.first, r.end));
+          return true;
+        case 6:
+          (void)fs.found_data(
+              {pr(r.first, (r.first + r.end) / 2), pr((r.first + r.end) / 2 + 1, r.end)});
+          return true;
+      }
+      return true;
+    };
+    for (long n = 1;; ++n) {
+      auto before = dump(fs);
+      auto before_other = dump(*files[1 - fi]);
+      g_fail_countdown = n;
+      bool threw = false;
+      try {
+        run();
+      } catch (const std::bad_alloc&) {
+        threw = true;
+      }
+      g_fail_countdown = 0;
+      check(std::string(kNames[op]) + " failing at allocation " + std::to_string(n) + ", step " +
+            std::to_string(step));
+      if (HasFatalFailure()) return;
+      if (!threw) break;
+      ++failures;
+      // found_data commits range by range: each range all or nothing.
+      if (op != 6) {
+        ASSERT_TRUE(dump(fs) == before) << kNames[op] << " changed state, then threw";
+        ASSERT_TRUE(dump(*files[1 - fi]) == before_other) << kNames[op];
+      }
+      if (op == 3)
+        purging.erase(std::remove_if(purging.begin(), purging.end(),
+                                     [&](auto& p) { return p.second == next_purge; }),
+                      purging.end());
+    }
+    if (op == 1) ++next_seq;
+    if (op == 3) ++next_purge;
+  }
+  EXPECT_GT(failures, 1000);
+  for (auto& f : files) acc_.uncharge(f->drop(0, FileState::kEndOfFile));
 }
 
 }  // namespace

@@ -210,18 +210,24 @@ void Filesystem::sync_with_store(Inode& i, PageRange r) {
   later(i.mtime, st.st_mtim);
   later(i.ctime, st.st_ctim);
   if (r.first >= r.end) return;
-  acc_.charge_found(i.state->found_data(i.store->data_runs(r, page_size_, i.size)));
+  (void)i.state->found_data(i.store->data_runs(r, page_size_, i.size));  // charges them
 }
 
 Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
   sync_with_store(i, PageRange{0, 0});
-  // The store first: if it fails, nothing has changed.
-  if (int r = i.store->truncate(size); r < 0) return Err{-r};
+  // Pages wholly past the new end lose all state, volatile or not; a
+  // partial last page stays (the store zeroes its tail). The rewrite is
+  // prepared first and the store changed next: if either fails, nothing
+  // has changed.
+  PageMap::Edit edit;
   if (size < i.size) {
-    // Pages wholly past the new end lose all state, volatile or not; a
-    // partial last page stays (the store zeroes its tail).
-    uint64_t first_gone = (size + page_size_ - 1) / page_size_;
-    acc_.uncharge(i.state->drop(first_gone, FileState::kEndOfFile));
+    edit = i.state->prepare_drop(
+        PageRange{(size + page_size_ - 1) / page_size_, FileState::kEndOfFile});
+  }
+  if (int r = i.store->truncate(size); r < 0) return Err{-r};
+  acc_.uncharge(i.state->commit_drop(std::move(edit)));
+  if (size < i.size) {
+    forget_wb_failed(i, PageRange{(size + page_size_ - 1) / page_size_, FileState::kEndOfFile});
   }
   i.size = size;
   i.mtime = i.ctime = now();

@@ -96,6 +96,13 @@ class Inode {
   std::unique_ptr<FileState> state;            // regular files
   std::vector<std::function<void()>> waiters;  // unmarks waiting for a purge to finish
   int settling = 0;  // purges between clearing PURGING and their last invalidation
+  // Write-back errors (cached io mode): pages whose dirty kernel copy the
+  // daemon could not store (ENOSPC at a full mount), and the errno. FSYNC
+  // reports wb_err while any such page is left; a later successful write
+  // of a page, or a truncate or punch that removes it, clears it
+  // (docs/design.md, "Write-back errors").
+  int wb_err = 0;
+  std::vector<PageRange> wb_failed;  // disjoint, sorted, at most kMaxWritebackRanges
   // Io mode (docs/design.md, "Io modes"), fixed by the first open for the
   // inode's life: the kernel refuses to mix passthrough and cached opens,
   // and a passthrough mapping outlives its open file (the kernel maps the
@@ -213,6 +220,9 @@ class Filesystem {
                        bool writeback = false);
   Status fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t len);
   Result<uint64_t> lseek(const OpenFile& f, uint64_t off, int whence);
+  // FSYNC: the data is in memory already; reports a write-back error that
+  // is still standing (see Inode::wb_failed).
+  Status fsync(const OpenFile& f);
 
   // Extended attributes (user.* only).
   Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
@@ -272,9 +282,16 @@ class Filesystem {
   void try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done);
   void finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done);  // purge_on_mark
   // Drops the kernel's copies of pages that just became strict purged (see
-  // mark_batch), with the inode settling meanwhile, then runs `then`.
-  void post_invalidate(const std::shared_ptr<Inode>& i, std::vector<PageRange> ranges,
-                       std::function<void()> then);
+  // mark_batch), with the inode settling meanwhile, then answers the mark.
+  // Allocated before the marks commit (see PurgeFinish).
+  struct MarkInvalidation {
+    std::shared_ptr<Inode> inode;
+    std::vector<PageRange> ranges;
+    std::vector<PurgeEntry> entries;
+    int err = 0;
+    MarkDone done;
+  };
+  void run_invalidation(MarkInvalidation& m);
 
   std::shared_ptr<Inode> find(uint64_t ino) const;  // takes ns_mu_
   std::shared_ptr<Inode> find_locked(uint64_t ino) const;
@@ -304,6 +321,10 @@ class Filesystem {
   uint64_t xattr_pages(uint64_t bytes) const { return (bytes + page_size_ - 1) / page_size_; }
 
   Status truncate_locked(Inode& i, uint64_t size);  // io_mu exclusive + mu held
+  Result<size_t> write_pages(Inode& i, const char* buf, size_t size, uint64_t off, bool writeback);
+  // Write-back errors (Inode::wb_failed); mu held.
+  static void forget_wb_failed(Inode& i, PageRange r);
+  void note_wb_failed(Inode& i, PageRange r, int err);
   // Passthrough writes and stores reach the store without the daemon: for an
   // inode in passthrough, bring its size and times, and the resident bits
   // of r (none if r is empty) in line with the store. mu held.
@@ -317,8 +338,23 @@ class Filesystem {
   uint64_t purge_entry(const PurgeEntry& e, uint64_t max_pages, std::vector<PurgeBatch>& out);
   // Purge phase 2: invalidate, clear PURGING, invalidate again, then run the
   // waiters. Runs on the purge worker, with no lock held across invalidation.
+  // Never fails: PURGING is cleared in place (FileState::finish_purge).
   void finish_purge(const std::vector<PurgeBatch>& batches);
-  void post_finish(std::vector<PurgeBatch> batches, std::function<void()> then);
+  // A purge's phase 2, allocated before its phase 1 commits anything, so
+  // that no allocation failure can leave pages PURGING for good: phase 1
+  // fills in batches and pages, then post_finish() hands it to the worker
+  // (or runs it here, without a worker); then(pages) runs after phase 2.
+  struct PurgeFinish {
+    std::vector<PurgeBatch> batches;
+    uint64_t pages = 0;
+    std::function<void(uint64_t pages)> then;
+  };
+  struct PendingFinish {
+    std::shared_ptr<PurgeFinish> state;
+    PurgeWorker::Job job;
+  };
+  PendingFinish prepare_finish(std::function<void(uint64_t pages)> then);
+  void post_finish(PendingFinish&& f);
   bool purge_for_space(uint64_t pages);
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).

@@ -11,6 +11,7 @@
 #include <cassert>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -96,12 +97,97 @@ Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const Read
   return {};
 }
 
+void Filesystem::forget_wb_failed(Inode& i, PageRange r) {
+  if (i.wb_failed.empty() || r.first >= r.end) return;
+  std::vector<PageRange> left;
+  for (const PageRange& f : i.wb_failed) {
+    if (f.end <= r.first || f.first >= r.end) {
+      left.push_back(f);
+      continue;
+    }
+    if (f.first < r.first) left.push_back(PageRange{f.first, r.first});
+    if (f.end > r.end) left.push_back(PageRange{r.end, f.end});
+  }
+  i.wb_failed.swap(left);
+  if (i.wb_failed.empty()) i.wb_err = 0;
+}
+
+void Filesystem::note_wb_failed(Inode& i, PageRange r, int err) {
+  std::vector<PageRange> all = i.wb_failed;
+  all.push_back(r);
+  std::sort(all.begin(), all.end(),
+            [](const PageRange& a, const PageRange& b) { return a.first < b.first; });
+  std::vector<PageRange> merged;
+  for (const PageRange& f : all) {
+    if (!merged.empty() && f.first <= merged.back().end) {
+      merged.back().end = std::max(merged.back().end, f.end);
+    } else {
+      merged.push_back(f);
+    }
+  }
+  // Bounded: beyond kMaxWritebackRanges the ranges become one that covers
+  // them all, which errs towards reporting (a rewrite of all of it clears it).
+  if (merged.size() > kMaxWritebackRanges) {
+    merged = {PageRange{merged.front().first, merged.back().end}};
+  }
+  i.wb_failed.swap(merged);
+  i.wb_err = err;
+}
+
+Status Filesystem::fsync(const OpenFile& f) {
+  Inode& i = *f.inode;
+  std::lock_guard lock(i.mu);
+  if (!i.wb_failed.empty()) return Err{i.wb_err};
+  return {};
+}
+
 Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size, uint64_t off,
                                  bool writeback) {
   Inode& i = *f.inode;
   if (!i.is_reg()) return Err{EINVAL};
   if (size == 0) return size_t{0};
   if (off > static_cast<uint64_t>(LLONG_MAX) - size) return Err{EFBIG};
+  const PageRange pages{off / page_size_, (off + size + page_size_ - 1) / page_size_};
+  Result<size_t> r = write_pages(i, buf, size, off, writeback);
+  if (r.ok()) {
+    // Rewritten: whatever failed there before holds data now. Only whole
+    // pages count (a partial write leaves the rest of the page lost), the
+    // last page of the file being whole up to its end.
+    std::lock_guard lock(i.mu);
+    if (!i.wb_failed.empty()) {
+      uint64_t last = off + size >= i.size ? pages.end : (off + size) / page_size_;
+      forget_wb_failed(i, PageRange{(off + page_size_ - 1) / page_size_, last});
+    }
+    return r;
+  }
+  if (!writeback) return r;
+  // Dirty pages of a mapping the kernel could not write back (ENOSPC on a
+  // full mount): it marks them clean and keeps them, so readers would see
+  // bytes the store does not hold, and only the first msync or fsync after
+  // it would hear of it. Remember the error for every later FSYNC, and
+  // drop the kernel's copies: on the worker, as the kernel waits for this
+  // reply before it can let go of the pages.
+  {
+    std::lock_guard lock(i.mu);
+    note_wb_failed(i, pages, r.err());
+  }
+  std::fprintf(stderr,
+               "volfs: write-back of inode %llu [%llu, +%zu) failed: %s; fsync reports it "
+               "until the pages are written again\n",
+               static_cast<unsigned long long>(i.ino), static_cast<unsigned long long>(off), size,
+               std::strerror(r.err()));
+  std::shared_ptr<Inode> inode = f.inode;
+  auto drop = [this, inode, pages] {
+    if (invalidator_) {
+      invalidator_->invalidate(inode->ino, pages.first * page_size_, pages.pages() * page_size_);
+    }
+  };
+  if (worker_) worker_->post(drop);
+  return r;
+}
+
+Result<size_t> Filesystem::write_pages(Inode& i, const char* buf, size_t size, uint64_t off,
+                                       bool writeback) {
   const uint64_t end = off + size;
   const PageRange pages{off / page_size_, (end + page_size_ - 1) / page_size_};
   for (int attempt = 0;; ++attempt) {
@@ -109,6 +195,8 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
     std::unique_lock lock(i.mu);
     WritePlan plan = i.state->plan_write(pages, writeback);
     if (plan.eio) return Err{EIO};
+    // Allocated before anything changes; committed with no failure possible.
+    PageMap::Edit edit = i.state->prepare_write(plan);
     // Volatile pages may lose their data and keep their runs (purge): bound
     // the runs they can leave behind (kMaxRunsPerFile).
     if (plan.touches_volatile && i.state->map().run_count() + plan.holes + 2 > kMaxRunsPerFile) {
@@ -129,7 +217,7 @@ Result<size_t> Filesystem::write(const OpenFile& f, const char* buf, size_t size
       }
       i.size = end;
     }
-    i.state->commit_write(plan);
+    i.state->commit(std::move(edit));
     i.mtime = i.ctime = now();
     lock.unlock();
     if (options_.purge_high_pct && worker_) worker_->wake();
@@ -165,10 +253,12 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     std::unique_lock io(i.io_mu);
     std::lock_guard lock(i.mu);
     sync_with_store(i, PageRange{0, 0});
-    if (int r = i.store->punch(off, len); r < 0) return Err{-r};
     uint64_t first = (off + page_size_ - 1) / page_size_;
-    uint64_t last = end / page_size_;
-    if (first < last) acc_.uncharge(i.state->drop(first, last));
+    uint64_t last = std::max(first, end / page_size_);
+    PageMap::Edit edit = i.state->prepare_drop(PageRange{first, last});  // before the punch
+    if (int r = i.store->punch(off, len); r < 0) return Err{-r};
+    acc_.uncharge(i.state->commit_drop(std::move(edit)));
+    forget_wb_failed(i, PageRange{first, last});
     if (!keep_size && end > i.size) {
       if (int r = i.store->truncate(end); r < 0) return Err{-r};
       i.size = end;
@@ -183,6 +273,7 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     std::unique_lock lock(i.mu);
     sync_with_store(i, pages);
     uint64_t need = i.state->nonresident_in(pages);
+    PageMap::Edit edit = i.state->prepare_resident(pages);
     if (need && !acc_.try_charge(need)) {
       lock.unlock();
       io.unlock();
@@ -193,8 +284,9 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
       acc_.uncharge(need);
       return Err{-r};
     }
-    [[maybe_unused]] uint64_t added = i.state->make_resident(pages);
-    assert(added == need);
+    [[maybe_unused]] uint64_t before = i.state->resident_pages();
+    i.state->commit(std::move(edit));
+    assert(i.state->resident_pages() - before == need);
     if (!keep_size && end > i.size) {
       if (int r = i.store->truncate(end); r < 0) return Err{-r};
       i.size = end;

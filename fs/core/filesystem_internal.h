@@ -23,6 +23,8 @@ constexpr uint64_t kXattrOverhead = 64;
 // file: a MARK, or a write into volatile pages, that could take a file past
 // it fails with ENOSPC (docs/volatile-ranges.md).
 constexpr uint64_t kMaxRunsPerFile = uint64_t{1} << 18;
+// Page ranges of failed write-backs remembered per file (Inode::wb_failed).
+constexpr size_t kMaxWritebackRanges = 64;
 
 inline timespec now() {
   timespec t{};

@@ -19,48 +19,55 @@ namespace volfs {
 
 void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
   uint64_t max_pages = max_bytes == VOLFS_PURGE_ALL ? UINT64_MAX : max_bytes / page_size_;
-  std::vector<PurgeBatch> batches;
-  uint64_t pages = purge_pages(max_pages, batches);
-  acc_.count_request(PurgeCause::kExplicit, pages);
-  post_finish(std::move(batches),
-              [this, pages, done = std::move(done)] { done(pages * page_size_); });
+  PendingFinish fin =
+      prepare_finish([this, done = std::move(done)](uint64_t pages) { done(pages * page_size_); });
+  fin.state->pages = purge_pages(max_pages, fin.state->batches);
+  acc_.count_request(PurgeCause::kExplicit, fin.state->pages);
+  post_finish(std::move(fin));
 }
 
 bool Filesystem::purge_for_space(uint64_t pages) {
-  std::vector<PurgeBatch> batches;
-  uint64_t n = purge_pages(pages, batches);
+  PendingFinish fin = prepare_finish(nullptr);
+  uint64_t n = fin.state->pages = purge_pages(pages, fin.state->batches);
   acc_.count_request(PurgeCause::kSizeLimit, n);
   // The store memory is free now; the kernel's copies go on the worker, as
   // this handler may be the write-back that the invalidation waits for.
-  post_finish(std::move(batches), nullptr);
+  post_finish(std::move(fin));
   return n > 0;
 }
 
 uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {
   uint64_t total = 0;
   bool rescanned = false;
-  while (total < max_pages) {
-    std::optional<PurgeEntry> e = queue_.front();
-    if (!e && !rescanned) {
-      // Volatile pages that were holes when marked and were stored since,
-      // through passthrough, are in no queue entry yet: look for them once.
-      rescanned = true;
-      sync_passthrough_files();
-      e = queue_.front();
-    }
-    if (!e) break;
-    uint64_t n = purge_entry(*e, max_pages - total, out);
-    if (n == 0) {
-      // The entry changed between front() and the inode's lock; a queue
-      // entry always has purgeable pages, so a second miss means it is gone.
-      std::optional<PurgeEntry> again = queue_.front();
-      if (again && again->seq == e->seq && again->prio == e->prio) {
-        assert(!"purge queue entry without purgeable pages");
-        break;
+  // Each entry's purge is all or nothing; an allocation failure after some
+  // succeeded ends the purge early (it purged less, which is allowed), so
+  // that the caller finishes what was done. With nothing done, it is the
+  // caller's error (ENOMEM).
+  while (total < max_pages) try {
+      std::optional<PurgeEntry> e = queue_.front();
+      if (!e && !rescanned) {
+        // Volatile pages that were holes when marked and were stored since,
+        // through passthrough, are in no queue entry yet: look for them once.
+        rescanned = true;
+        sync_passthrough_files();
+        e = queue_.front();
       }
+      if (!e) break;
+      uint64_t n = purge_entry(*e, max_pages - total, out);
+      if (n == 0) {
+        // The entry changed between front() and the inode's lock; a queue
+        // entry always has purgeable pages, so a second miss means it is gone.
+        std::optional<PurgeEntry> again = queue_.front();
+        if (again && again->seq == e->seq && again->prio == e->prio) {
+          assert(!"purge queue entry without purgeable pages");
+          break;
+        }
+      }
+      total += n;
+    } catch (const std::bad_alloc&) {
+      if (total == 0) throw;
+      break;
     }
-    total += n;
-  }
   return total;
 }
 
@@ -77,7 +84,15 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   sync_with_store(*i, e.range);
   uint32_t id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   if (id == 0) id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
-  std::vector<PageRange> victims = i->state->purge(e.range, e.seq, max_pages, id);
+  // The batch's slot first: after state->purge nothing may fail.
+  out.emplace_back();
+  std::vector<PageRange> victims;
+  try {
+    victims = i->state->purge(e.range, e.seq, max_pages, id);
+  } catch (...) {
+    out.pop_back();
+    throw;
+  }
   uint64_t pages = 0;
   for (const PageRange& v : victims) {
     // Punching the store frees the memory now, and in passthrough every
@@ -86,9 +101,13 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
     (void)i->store->punch(v.first * page_size_, v.pages() * page_size_);
     pages += v.pages();
   }
-  if (pages == 0) return 0;
+  if (pages == 0) {
+    out.pop_back();
+    return 0;
+  }
   acc_.uncharge(pages);
   if (passthrough) {
+    out.pop_back();
     // No kernel page cache to drop: the purge is complete. A store racing
     // the punch lands before it (lost, and the page answers PURGED) or
     // after it (kept, and the page still answers PURGED): never INTACT.
@@ -98,20 +117,26 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
     fit_backing();
     return pages;
   }
-  out.push_back(PurgeBatch{i, id, std::move(victims)});
+  out.back() = PurgeBatch{i, id, std::move(victims)};  // moves only
   return pages;
 }
 
-void Filesystem::post_finish(std::vector<PurgeBatch> batches, std::function<void()> then) {
-  if (batches.empty() || !worker_) {
-    finish_purge(batches);
-    if (then) then();
+Filesystem::PendingFinish Filesystem::prepare_finish(std::function<void(uint64_t pages)> then) {
+  auto state = std::make_shared<PurgeFinish>();
+  state->then = std::move(then);
+  PurgeWorker::Job job = PurgeWorker::make_job([this, state] {
+    finish_purge(state->batches);
+    if (state->then) state->then(state->pages);
+  });
+  return PendingFinish{std::move(state), std::move(job)};
+}
+
+void Filesystem::post_finish(PendingFinish&& f) {
+  if (f.state->batches.empty() || !worker_) {
+    f.job.front()();
     return;
   }
-  worker_->post([this, batches = std::move(batches), then = std::move(then)] {
-    finish_purge(batches);
-    if (then) then();
-  });
+  worker_->post(std::move(f.job));
 }
 
 void Filesystem::finish_purge(const std::vector<PurgeBatch>& batches) {
@@ -139,16 +164,16 @@ void Filesystem::finish_purge(const std::vector<PurgeBatch>& batches) {
   //    a cached page whose write-back step 1 dropped is dropped, so the
   //    kernel and the store agree again.
   invalidate_all();
-  // 4. Unmarks that waited for this purge answer now.
-  std::vector<std::function<void()>> waiters;
+  // 4. Unmarks that waited for this purge answer now. Swapped out, not
+  //    copied: this step allocates nothing.
   for (const PurgeBatch& b : batches) {
-    std::lock_guard lock(b.inode->mu);
-    if (--b.inode->settling == 0) {
-      for (auto& w : b.inode->waiters) waiters.push_back(std::move(w));
-      b.inode->waiters.clear();
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard lock(b.inode->mu);
+      if (--b.inode->settling == 0) waiters.swap(b.inode->waiters);
     }
+    for (auto& w : waiters) w();
   }
-  for (auto& w : waiters) w();
 }
 
 }  // namespace volfs

@@ -20,6 +20,25 @@
 
 #include "filesystem_internal.h"
 
+// Allocation-failure injection, in this test binary only: while
+// g_fail_countdown is N > 0, the Nth allocation on this thread throws
+// std::bad_alloc (thread-local: the purge worker is not affected).
+namespace {
+thread_local long g_fail_countdown = 0;
+void* checked_alloc(std::size_t n) {
+  if (g_fail_countdown > 0 && --g_fail_countdown == 0) throw std::bad_alloc();
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return checked_alloc(n); }
+void* operator new[](std::size_t n) { return checked_alloc(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
 namespace volfs {
 namespace {
 
@@ -641,6 +660,99 @@ TEST(FilesystemTest, ConcurrentMarkUnmarkPurgeKeepsThePromise) {
   EXPECT_EQ(s.resident_pages, kRegions * kRegionPages);
   EXPECT_EQ(s.charged_pages, s.resident_pages);
   std::printf("intact %d, purged %d\n", intact.load(), purged_answers.load());
+}
+
+// Mark, unmark, purge (explicit and for space), write and truncate through
+// the Filesystem, each made to fail at its 1st, 2nd, ... allocation until it
+// succeeds. After each failure the maps are valid, the counters equal a
+// recount, no page is left PURGING, and at the end a full purge takes every
+// volatile resident page (the queue lost no mark).
+TEST(FilesystemTest, AllocationFailuresLeaveTheCoreConsistent) {
+  Fixture fx(options(64));
+  std::vector<std::unique_ptr<OpenFile>> files;
+  for (int k = 0; k < 3; ++k) files.push_back(fx.create("f" + std::to_string(k), 16));
+  std::mt19937_64 rng(1234);
+  auto check = [&](const std::string& what) {
+    uint64_t resident = 0, vol = 0, vol_res = 0, purged = 0;
+    for (auto& f : files) {
+      const FileState& st = *f->inode->state;
+      ASSERT_TRUE(st.map().valid()) << what;
+      ASSERT_FALSE(st.has_purging(PageRange{0, FileState::kEndOfFile})) << what;
+      ASSERT_EQ(f->inode->settling, 0) << what;
+      st.map().for_each_run([&](PageRange r, const PageFlags& pf) {
+        resident += pf.resident ? r.pages() : 0;
+        vol += pf.is_volatile ? r.pages() : 0;
+        vol_res += pf.is_volatile && pf.resident ? r.pages() : 0;
+        purged += pf.is_volatile && pf.purged ? r.pages() : 0;
+      });
+    }
+    AccountingSnapshot s = fx.fs.stats();
+    ASSERT_EQ(s.resident_pages, resident) << what;
+    ASSERT_EQ(s.charged_pages, resident) << what;
+    ASSERT_EQ(s.volatile_pages, vol) << what;
+    ASSERT_EQ(s.volatile_resident_pages, vol_res) << what;
+    ASSERT_EQ(s.purged_pages, purged) << what;
+  };
+  static const char* const kNames[] = {"mark", "unmark", "purge", "write", "truncate", "status"};
+  long failures = 0;
+  for (int step = 0; step < 300; ++step) {
+    OpenFile& f = *files[rng() % files.size()];
+    uint64_t a = rng() % 16, b = rng() % 17;
+    if (a > b) std::swap(a, b);
+    const int op = static_cast<int>(rng() % 6);
+    const uint32_t flags = (rng() & 1) ? VOLFS_MARK_STRICT : 0;
+    const uint64_t bytes = (1 + rng() % 8) * kPage;
+    std::string data(((b - a) ? b - a : 1) * kPage, 'x');
+    for (long n = 1;; ++n) {
+      auto answered = std::make_shared<int>(0);
+      g_fail_countdown = n;
+      bool threw = false;
+      try {
+        switch (op) {
+          case 0:
+            fx.fs.mark(f, ByteRange{a * kPage, (b - a) * kPage}, flags,
+                       [answered](Status) { ++*answered; });
+            break;
+          case 1:
+            fx.fs.unmark(f, ByteRange{a * kPage, (b - a) * kPage},
+                         [answered](Result<bool>) { ++*answered; });
+            break;
+          case 2:
+            fx.fs.purge(bytes, [answered](uint64_t) { ++*answered; });
+            break;
+          case 3:  // may need room: purges for space when the mount is full
+            (void)fx.fs.write(f, data.data(), data.size(), a * kPage);
+            ++*answered;
+            break;
+          case 4: {
+            SetAttr sa;
+            sa.set_size = true;
+            sa.size = b * kPage;
+            (void)fx.fs.setattr(f.inode->ino, sa);
+            ++*answered;
+            break;
+          }
+          case 5:
+            fx.fs.range_status(f, ByteRange{a * kPage, (b - a) * kPage},
+                               [answered](Result<RangeStatus>) { ++*answered; });
+            break;
+        }
+      } catch (const std::bad_alloc&) {
+        threw = true;
+      }
+      g_fail_countdown = 0;
+      // Exactly one of: an answer, or an exception (the adapter's ENOMEM).
+      ASSERT_EQ(*answered + int{threw}, 1) << kNames[op] << " at allocation " << n;
+      check(std::string(kNames[op]) + " failing at allocation " + std::to_string(n) + ", step " +
+            std::to_string(step));
+      if (::testing::Test::HasFatalFailure()) return;
+      if (!threw) break;
+      ++failures;
+    }
+  }
+  EXPECT_GT(failures, 100);
+  purge(fx.fs, VOLFS_PURGE_ALL);
+  EXPECT_EQ(fx.fs.stats().volatile_resident_pages, 0u);
 }
 
 }  // namespace

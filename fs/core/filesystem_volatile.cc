@@ -55,6 +55,15 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   entries.reserve(ranges.size());
   std::vector<PageRange> strict_now;  // purged zero-fill pages made strict
   strict_now.reserve(ranges.size());
+  // A strict mark may have to drop the kernel's zeros on the worker after
+  // it commits: that job is allocated now (docs/design.md, "Out of memory").
+  std::shared_ptr<MarkInvalidation> inval;
+  PurgeWorker::Job inval_job;
+  for (const MarkRequest& m : ranges) {
+    if (!(m.flags & VOLFS_MARK_STRICT) || inval) continue;
+    inval = std::make_shared<MarkInvalidation>();
+    inval_job = PurgeWorker::make_job([this, inval] { run_invalidation(*inval); });
+  }
   int err = 0;  // answered after mu is released
   {
     std::lock_guard lock(i->mu);
@@ -106,15 +115,22 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
                                                 VOLFS_MARK_PRIORITY_SHIFT)
                          : VOLFS_PRIORITY_DEFAULT;
       uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
-      if ((flags & VOLFS_MARK_STRICT) && i->state->has_zero_fill_purged(pages[k])) {
-        strict_now.push_back(pages[k]);
+      const bool zeros = (flags & VOLFS_MARK_STRICT) && i->state->has_zero_fill_purged(pages[k]);
+      try {
+        i->state->mark(pages[k], prio, flags & VOLFS_MARK_STRICT, seq);
+      } catch (const std::bad_alloc&) {
+        // Each mark is all or nothing; the ranges before this one stay
+        // marked, as after that many single calls of which this one failed.
+        if (k == 0) throw;
+        err = ENOMEM;
+        break;
       }
-      i->state->mark(pages[k], prio, flags & VOLFS_MARK_STRICT, seq);
+      if (zeros) strict_now.push_back(pages[k]);  // reserved: cannot fail
       entries.push_back(PurgeEntry{.prio = prio, .seq = seq, .ino = i->ino, .range = pages[k]});
     }
-    if (!err && !strict_now.empty()) ++i->settling;  // ended by post_invalidate
+    if (!strict_now.empty()) ++i->settling;  // ended by run_invalidation
   }
-  if (err) return done(Err{err});
+  if (err && strict_now.empty()) return done(Err{err});
   // Room for writes next to the data just marked; and passthrough writes the
   // daemon did not see may have gone above size= already: purge now, not at
   // the next tick.
@@ -125,10 +141,14 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
     // the answer on every read fails (EIO, SIGBUS) as on any strict purged
     // page. The inode settles meanwhile (under mu, with the mark), so that
     // GET_STATUS, which already says strict and purged, and UNMARK wait.
-    auto rest = [this, entries, done = std::move(done)]() mutable {
-      finish_mark(entries, std::move(done));
-    };
-    return post_invalidate(i, std::move(strict_now), std::move(rest));
+    // Only moves from here on: nothing can fail with the inode settling.
+    inval->inode = std::move(i);
+    inval->ranges = std::move(strict_now);
+    inval->entries = std::move(entries);
+    inval->err = err;
+    inval->done = std::move(done);
+    if (!worker_) return inval_job.front()();
+    return worker_->post(std::move(inval_job));
   }
   finish_mark(entries, std::move(done));
 }
@@ -137,11 +157,22 @@ void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, MarkDone do
   if (!options_.purge_on_mark) return done({});
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
-  std::vector<PurgeBatch> batches;
+  // The marks stand whatever happens here: out of memory, the purge is
+  // shorter (or none), and the mark still succeeds.
+  PendingFinish fin;
+  try {
+    fin = prepare_finish([done](uint64_t) { done({}); });
+  } catch (const std::bad_alloc&) {
+    return done({});
+  }
   uint64_t purged = 0;
-  for (const PurgeEntry& e : entries) purged += purge_entry(e, UINT64_MAX, batches);
+  try {
+    for (const PurgeEntry& e : entries) purged += purge_entry(e, UINT64_MAX, fin.state->batches);
+  } catch (const std::bad_alloc&) {
+  }
+  fin.state->pages = purged;
   acc_.count_request(PurgeCause::kOnMark, purged);
-  post_finish(std::move(batches), [done = std::move(done)] { done({}); });
+  post_finish(std::move(fin));
 }
 
 void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& ranges,
@@ -184,7 +215,14 @@ void Filesystem::try_unmark(std::shared_ptr<UnmarkJob> job) {
       // this range. Answering before then would let it drop a write made
       // after the unmark returned, or let its last invalidation turn a page
       // that is non-volatile by then into zeros.
-      job->inode->waiters.push_back([this, job] { try_unmark(job); });
+      try {
+        job->inode->waiters.push_back([this, job] { try_unmark(job); });
+      } catch (const std::bad_alloc&) {
+        // This may run as a waiter on the worker, where nobody would answer:
+        // answer now. The ranges before this one are unmarked.
+        lock.unlock();
+        return job->done(Err{ENOMEM});
+      }
       return;
     }
     job->purged.push_back(res == UnmarkResult::kPurged);
@@ -216,7 +254,12 @@ void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone do
   // status would call purged. Status and reads agree at every instant a
   // client can see both only if the status waits, as an unmark does.
   if (i->settling || i->state->has_purging(r)) {
-    i->waiters.push_back([this, i, r, done] { try_status(i, r, done); });
+    try {
+      i->waiters.push_back([this, i, r, done] { try_status(i, r, done); });
+    } catch (const std::bad_alloc&) {
+      lock.unlock();
+      return done(Err{ENOMEM});  // see try_unmark
+    }
     return;
   }
   sync_with_store(*i, r);  // resident pages, exact
@@ -225,24 +268,20 @@ void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone do
   done(st);
 }
 
-void Filesystem::post_invalidate(const std::shared_ptr<Inode>& i, std::vector<PageRange> ranges,
-                                 std::function<void()> then) {
-  auto job = [this, i, ranges = std::move(ranges), then = std::move(then)] {
-    if (invalidator_) {
-      for (const PageRange& r : ranges) {
-        invalidator_->invalidate(i->ino, r.first * page_size_, r.pages() * page_size_);
-      }
+void Filesystem::run_invalidation(MarkInvalidation& m) {
+  if (invalidator_) {
+    for (const PageRange& r : m.ranges) {
+      invalidator_->invalidate(m.inode->ino, r.first * page_size_, r.pages() * page_size_);
     }
-    std::vector<std::function<void()>> waiters;
-    {
-      std::lock_guard lock(i->mu);
-      if (--i->settling == 0) waiters.swap(i->waiters);
-    }
-    for (auto& w : waiters) w();
-    then();
-  };
-  if (!worker_) return job();
-  worker_->post(std::move(job));
+  }
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard lock(m.inode->mu);
+    if (--m.inode->settling == 0) waiters.swap(m.inode->waiters);
+  }
+  for (auto& w : waiters) w();
+  if (m.err) return m.done(Err{m.err});
+  finish_mark(m.entries, std::move(m.done));
 }
 
 }  // namespace volfs

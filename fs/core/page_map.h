@@ -4,6 +4,7 @@
 // the number of distinct state changes, not the number of pages.
 #pragma once
 
+#include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <iterator>
@@ -37,6 +38,11 @@ struct PageRange {
 };
 
 class PageMap {
+  struct Run {
+    uint64_t end;
+    PageFlags flags;
+  };
+
  public:
   // Calls fn(PageRange, const PageFlags&) for every maximal piece of
   // [first, end) in order, holes included (with default flags).
@@ -58,28 +64,124 @@ class PageMap {
     }
   }
 
-  // Rewrites [first, end): for every piece, calls fn(PageRange, PageFlags&)
-  // on a copy of its flags, then observer(PageRange, old, new) and stores the
-  // result. Pieces come in order; holes are passed with default flags.
-  template <class Fn, class Observer>
-  void update(uint64_t first, uint64_t end, Fn&& fn, Observer&& observer) {
-    if (first >= end) return;
+  // A prepared rewrite of [first, end): the runs that replace those of
+  // [lo, hi) (the rewritten pages widened to the runs that touch them, so
+  // that equal neighbours merge), and the pieces whose flags change.
+  // Everything it needs is allocated when it is built; commit() only moves.
+  struct Edit {
+    struct Change {
+      PageRange range;
+      PageFlags old;
+      PageFlags now;
+    };
+    uint64_t lo = 0, hi = 0;
+    std::map<uint64_t, Run> runs;  // the new runs of [lo, hi), merged
+    std::vector<Change> changes;   // in page order
+  };
+
+  // Builds the rewrite of [first, end): for every piece, fn(PageRange,
+  // PageFlags&) on a copy of its flags. Pieces come in order; holes are
+  // passed with default flags. May throw (std::bad_alloc); the map is not
+  // touched. Valid until the map changes.
+  template <class Fn>
+  Edit prepare(uint64_t first, uint64_t end, Fn&& fn) const {
+    Edit e;
+    if (first >= end) return e;
+    // Widen to the run ending at or containing `first` and the run
+    // containing or starting at `end`: they may split or merge.
+    e.lo = first;
+    auto it = runs_.lower_bound(first);
+    if (it != runs_.begin() && std::prev(it)->second.end >= first) e.lo = std::prev(it)->first;
+    e.hi = end;
+    it = runs_.upper_bound(end);
+    if (it != runs_.begin() && std::prev(it)->second.end > end) e.hi = std::prev(it)->second.end;
     struct Piece {
       PageRange range;
       PageFlags flags;
     };
     std::vector<Piece> pieces;
-    for_each(first, end, [&](PageRange r, const PageFlags& f) { pieces.push_back(Piece{r, f}); });
-    split_at(first);
-    split_at(end);
-    runs_.erase(runs_.lower_bound(first), runs_.lower_bound(end));
-    for (auto& p : pieces) {
-      PageFlags old = p.flags;
-      fn(p.range, p.flags);
-      if (!(old == p.flags)) observer(p.range, old, p.flags);
-      if (!(p.flags == kHole)) runs_.emplace(p.range.first, Run{p.range.end, p.flags});
+    auto keep = [&](PageRange r, const PageFlags& f) { pieces.push_back(Piece{r, f}); };
+    for_each(e.lo, first, keep);
+    for_each(first, end, [&](PageRange r, const PageFlags& f) {
+      PageFlags now = f;
+      fn(r, now);
+      if (!(now == f)) e.changes.push_back(typename Edit::Change{r, f, now});
+      pieces.push_back(Piece{r, now});
+    });
+    for_each(end, e.hi, keep);
+    uint64_t run_first = 0;
+    const Piece* cur = nullptr;  // the run being built
+    auto close = [&] {
+      if (cur && !(cur->flags == kHole))
+        e.runs.emplace_hint(e.runs.end(), run_first, Run{cur->range.end, cur->flags});
+    };
+    for (Piece& p : pieces) {
+      if (cur && cur->flags == p.flags) {
+        p.range.first = run_first;
+      } else {
+        close();
+        run_first = p.range.first;
+      }
+      cur = &p;
+    }
+    close();
+    return e;
+  }
+
+  // Installs a prepared rewrite, then calls observer(PageRange, old, new)
+  // for every changed piece in order. Never allocates: the old runs are
+  // erased, the prepared nodes spliced in (std::map::merge moves nodes).
+  template <class Observer>
+  void commit(Edit&& e, Observer&& observer) noexcept {
+    if (e.lo >= e.hi) return;
+    runs_.erase(runs_.lower_bound(e.lo), runs_.lower_bound(e.hi));
+    runs_.merge(e.runs);
+    assert(e.runs.empty());
+    for (const auto& c : e.changes) observer(c.range, c.old, c.now);
+  }
+
+  // Rewrites [first, end): prepare, then commit. Strong guarantee: if it
+  // throws, nothing changed and the observer was not called.
+  template <class Fn, class Observer>
+  void update(uint64_t first, uint64_t end, Fn&& fn, Observer&& observer) {
+    commit(prepare(first, end, fn), observer);
+  }
+
+  // For an fn that changes no run partly outside [first, end): rewrites
+  // the runs in place and merges equal neighbours, with no allocation.
+  // Returns false, having changed nothing, if some run straddling an edge
+  // would change (then update() is needed).
+  template <class Fn, class Observer>
+  bool update_in_place(uint64_t first, uint64_t end, Fn&& fn, Observer&& observer) noexcept {
+    if (first >= end) return true;
+    auto it = runs_.upper_bound(first);
+    if (it != runs_.begin() && std::prev(it)->second.end > first) --it;
+    auto stop = runs_.lower_bound(end);
+    for (auto k = it; k != stop; ++k) {
+      if (k->first >= first && k->second.end <= end) continue;
+      PageFlags now = k->second.flags;
+      fn(PageRange{std::max(k->first, first), std::min(k->second.end, end)}, now);
+      if (!(now == k->second.flags)) return false;
+    }
+    for (auto k = it; k != stop; ++k) {
+      if (k->first < first || k->second.end > end) continue;
+      PageFlags now = k->second.flags;
+      fn(PageRange{k->first, k->second.end}, now);
+      if (now == k->second.flags) continue;
+      PageFlags old = k->second.flags;
+      k->second.flags = now;
+      observer(PageRange{k->first, k->second.end}, old, now);
+    }
+    // Flags never become the hole's here in practice; drop such runs anyway.
+    for (auto k = it; k != stop;) {
+      if (k->second.flags == kHole) {
+        k = runs_.erase(k);
+      } else {
+        ++k;
+      }
     }
     coalesce(first, end);
+    return true;
   }
 
   // Number of runs: the memory cost of the map.
@@ -108,23 +210,6 @@ class PageMap {
   static constexpr PageFlags kHole{};
 
  private:
-  struct Run {
-    uint64_t end;
-    PageFlags flags;
-  };
-
-  // Makes `page` the start of a run if a run covers it.
-  void split_at(uint64_t page) {
-    auto it = runs_.upper_bound(page);
-    if (it == runs_.begin()) return;
-    --it;
-    if (it->first < page && it->second.end > page) {
-      Run tail{it->second.end, it->second.flags};
-      it->second.end = page;
-      runs_.emplace_hint(std::next(it), page, tail);
-    }
-  }
-
   // Merges equal adjacent runs from the one before `first` to the one at `end`.
   void coalesce(uint64_t first, uint64_t end) {
     auto it = runs_.lower_bound(first);

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include "page_map.h"
 
@@ -26,15 +27,29 @@ struct PurgeEntry {
 
 class PurgeQueue {
  public:
-  void add(const PurgeEntry& e) {
-    std::lock_guard lock(mu_);
-    [[maybe_unused]] bool inserted = entries_.insert(e).second;
-    assert(inserted);
+  // An entry's storage, made before the state change that queues it, so
+  // that queueing and unqueueing never allocate (docs/design.md, "Out of
+  // memory"): a mark owns its node, and lends it to the queue while it has
+  // purgeable pages.
+  using Node = std::set<PurgeEntry>::node_type;
+  static Node make_node(const PurgeEntry& e) {
+    std::set<PurgeEntry> one;
+    one.insert(e);
+    return one.extract(one.begin());
   }
-  void remove(uint8_t prio, uint64_t seq) {
+
+  void add(Node&& n) noexcept {
     std::lock_guard lock(mu_);
-    [[maybe_unused]] size_t n = entries_.erase(key(prio, seq));
-    assert(n == 1);
+    [[maybe_unused]] auto r = entries_.insert(std::move(n));
+    assert(r.inserted);
+  }
+  void add(const PurgeEntry& e) { add(make_node(e)); }
+  // Returns the entry's node, for the next add().
+  Node remove(uint8_t prio, uint64_t seq) noexcept {
+    std::lock_guard lock(mu_);
+    Node n = entries_.extract(key(prio, seq));
+    assert(!n.empty());
+    return n;
   }
   std::optional<PurgeEntry> front() const {
     std::lock_guard lock(mu_);
@@ -44,6 +59,11 @@ class PurgeQueue {
   size_t size() const {
     std::lock_guard lock(mu_);
     return entries_.size();
+  }
+  // Every entry in purge order; for tests.
+  std::vector<PurgeEntry> entries() const {
+    std::lock_guard lock(mu_);
+    return {entries_.begin(), entries_.end()};
   }
 
  private:

@@ -13,8 +13,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -111,7 +111,17 @@ class PurgeWorker {
               std::function<AccountingSnapshot()> snapshot, PurgeFn on_pressure);
   ~PurgeWorker();  // stops the watcher, then the thread after running every posted job
 
-  void post(std::function<void()> job);
+  // A job with its queue storage, made before the state change it
+  // completes, so that posting it cannot fail (docs/design.md, "Out of
+  // memory"). One element; post() splices it into the queue.
+  using Job = std::list<std::function<void()>>;
+  static Job make_job(std::function<void()> fn) {
+    Job j;
+    j.push_back(std::move(fn));  // moved, not copied (as Job{fn} would)
+    return j;
+  }
+  void post(Job&& job) noexcept;
+  void post(std::function<void()> job) { post(make_job(std::move(job))); }
   // Nudges the worker to consult the pressure sources now.
   void wake();
   // Fills in what the sources last saw.
@@ -130,7 +140,7 @@ class PurgeWorker {
   PurgeFn on_pressure_;
   std::mutex mu_;  // guards jobs_, stop_, woken_; taken after any inode lock
   std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
+  Job jobs_;
   bool stop_ = false;
   bool woken_ = false;
   int watch_stop_fd_ = -1;  // eventfd: written once to end watch()

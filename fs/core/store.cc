@@ -54,8 +54,9 @@ int Backing::set_size(uint64_t bytes) {
   if (fs_fd_ < 0) return 0;
   std::lock_guard lock(*mu_);
   if (bytes == size_) return 0;
-  std::string size = std::to_string(bytes);
-  if (::fsconfig(fs_fd_, FSCONFIG_SET_STRING, "size", size.c_str(), 0) < 0 ||
+  char size[24];  // no allocation: fit_backing runs after commits (design.md, "Out of memory")
+  std::snprintf(size, sizeof size, "%llu", static_cast<unsigned long long>(bytes));
+  if (::fsconfig(fs_fd_, FSCONFIG_SET_STRING, "size", size, 0) < 0 ||
       ::fsconfig(fs_fd_, FSCONFIG_CMD_RECONFIGURE, nullptr, nullptr, 0) < 0) {
     return -errno;  // ENOSPC: it holds more than that now
   }
