@@ -18,6 +18,7 @@
 #include <set>
 #include <thread>
 
+#include "core_test_util.h"
 #include "filesystem_internal.h"
 
 // Allocation-failure injection, in this test binary only: while
@@ -42,6 +43,12 @@ void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 namespace volfs {
 namespace {
 
+using test::mark;
+using test::purge;
+using test::status;
+using test::unmark;
+using test::wait_for;
+
 const uint64_t kPage = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 
 MountOptions options(uint64_t size_pages = 1024) {
@@ -60,46 +67,6 @@ std::string read_all(Filesystem& fs, const OpenFile& f, uint64_t off, size_t len
   });
   if (err) *err = s.err();
   return out;
-}
-
-// Synchronous wrappers around the callback API: they wait for the answer,
-// which comes from the purge worker when a purge is involved.
-template <class T>
-T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
-  while (v->load() == pending) std::this_thread::yield();
-  return v->load();
-}
-
-Status mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len, uint32_t flags = 0) {
-  auto out = std::make_shared<std::atomic<int>>(-1);
-  fs.mark(f, ByteRange{off, len}, flags, [out](Status s) { *out = s.err(); });
-  int err = wait_for(out, -1);
-  return err ? Status::error(err) : Status();
-}
-
-// Returns 1 purged, 0 intact, -errno on error.
-int unmark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
-  auto out = std::make_shared<std::atomic<int>>(-EINPROGRESS);
-  fs.unmark(f, ByteRange{off, len}, [out](Result<bool> r) { *out = r.ok() ? int{*r} : -r.err(); });
-  return wait_for(out, -EINPROGRESS);
-}
-
-// GET_STATUS, waiting for the answer (it waits for a settling purge).
-Result<RangeStatus> status(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
-  auto out = std::make_shared<std::atomic<bool>>(false);
-  auto st = std::make_shared<Result<RangeStatus>>(Err{EINPROGRESS});
-  fs.range_status(f, ByteRange{off, len}, [out, st](Result<RangeStatus> r) {
-    *st = r;
-    *out = true;
-  });
-  wait_for(out, false);
-  return *st;
-}
-
-uint64_t purge(Filesystem& fs, uint64_t bytes) {
-  auto out = std::make_shared<std::atomic<uint64_t>>(UINT64_MAX);
-  fs.purge(bytes, [out](uint64_t b) { *out = b; });
-  return wait_for(out, UINT64_MAX);
 }
 
 struct Fixture {

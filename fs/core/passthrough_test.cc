@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "core_test_util.h"
 #include "filesystem.h"
 
 namespace volfs {
@@ -25,30 +26,11 @@ MountOptions options(uint64_t size_pages = 1024) {
   return o;
 }
 
-template <class T>
-T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
-  while (v->load() == pending) std::this_thread::yield();
-  return v->load();
-}
-
 int mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len, uint32_t flags = 0) {
-  auto out = std::make_shared<std::atomic<int>>(-1);
-  fs.mark(f, ByteRange{off, len}, flags, [out](Status s) { *out = s.err(); });
-  return wait_for(out, -1);
+  return test::mark(fs, f, off, len, flags).err();
 }
-
-// 1 purged, 0 intact, -errno.
-int unmark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len) {
-  auto out = std::make_shared<std::atomic<int>>(-EINPROGRESS);
-  fs.unmark(f, ByteRange{off, len}, [out](Result<bool> r) { *out = r.ok() ? int{*r} : -r.err(); });
-  return wait_for(out, -EINPROGRESS);
-}
-
-uint64_t purge_all(Filesystem& fs) {
-  auto out = std::make_shared<std::atomic<uint64_t>>(UINT64_MAX);
-  fs.purge(VOLFS_PURGE_ALL, [out](uint64_t b) { *out = b; });
-  return wait_for(out, UINT64_MAX);
-}
+using test::unmark;
+uint64_t purge_all(Filesystem& fs) { return test::purge(fs, VOLFS_PURGE_ALL); }
 
 class PassthroughTest : public ::testing::Test {
  protected:
