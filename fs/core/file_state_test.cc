@@ -300,6 +300,7 @@ TEST_F(FileStateTest, AllocationFailureLeavesStateUnchanged) {
   constexpr uint64_t kPages = 64;
   constexpr int kFiles = 2;
   std::vector<std::unique_ptr<FileState>> files;
+  files.reserve(kFiles);
   for (int i = 0; i < kFiles; ++i) {
     files.push_back(std::make_unique<FileState>(i + 1, acc_, queue_));
   }

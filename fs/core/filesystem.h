@@ -280,7 +280,7 @@ class Filesystem {
   };
   void try_unmark(std::shared_ptr<UnmarkJob> job);
   void try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone done);
-  void finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done);  // purge_on_mark
+  void finish_mark(const std::vector<PurgeEntry>& entries, const MarkDone& done);  // purge_on_mark
   // Drops the kernel's copies of pages that just became strict purged (see
   // mark_batch), with the inode settling meanwhile, then answers the mark.
   // Allocated before the marks commit (see PurgeFinish).

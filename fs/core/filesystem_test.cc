@@ -637,6 +637,7 @@ TEST(FilesystemTest, ConcurrentMarkUnmarkPurgeKeepsThePromise) {
 TEST(FilesystemTest, AllocationFailuresLeaveTheCoreConsistent) {
   Fixture fx(options(64));
   std::vector<std::unique_ptr<OpenFile>> files;
+  files.reserve(3);
   for (int k = 0; k < 3; ++k) files.push_back(fx.create("f" + std::to_string(k), 16));
   std::mt19937_64 rng(1234);
   auto check = [&](const std::string& what) {

@@ -153,7 +153,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   finish_mark(entries, std::move(done));
 }
 
-void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, MarkDone done) {
+void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, const MarkDone& done) {
   if (!options_.purge_on_mark) return done({});
   // Debug mode: purge what was just marked, and answer once every mapping
   // sees it, so applications meet the purged state as early as possible.
