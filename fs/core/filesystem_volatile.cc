@@ -150,7 +150,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
     if (!worker_) return inval_job.front()();
     return worker_->post(std::move(inval_job));
   }
-  finish_mark(entries, std::move(done));
+  finish_mark(entries, done);
 }
 
 void Filesystem::finish_mark(const std::vector<PurgeEntry>& entries, const MarkDone& done) {
@@ -281,7 +281,7 @@ void Filesystem::run_invalidation(MarkInvalidation& m) {
   }
   for (auto& w : waiters) w();
   if (m.err) return m.done(Err{m.err});
-  finish_mark(m.entries, std::move(m.done));
+  finish_mark(m.entries, m.done);
 }
 
 }  // namespace volfs
