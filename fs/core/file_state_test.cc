@@ -14,36 +14,7 @@
 #include <random>
 #include <set>
 
-// Allocation-failure injection, in this test binary only: while
-// g_fail_countdown is N > 0, the Nth allocation on this thread throws
-// std::bad_alloc. Thread-local, so gtest's own threads are not affected.
-namespace {
-thread_local long g_fail_countdown = 0;
-void* checked_alloc(std::size_t n) {
-  if (g_fail_countdown > 0 && --g_fail_countdown == 0) throw std::bad_alloc();
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return checked_alloc(n); }
-void* operator new[](std::size_t n) { return checked_alloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-// The nothrow forms too: ASan reports a new/free mismatch when one form comes
-// from the library and its delete from here (Store's std::nothrow new).
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return checked_alloc(n);
-  } catch (const std::bad_alloc&) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#include "alloc_failure_injection.h"
 
 namespace volfs {
 namespace {
