@@ -101,7 +101,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
           buf.buf[0].fd = fd;
           buf.buf[0].pos = static_cast<off_t>(pos);
           // No FUSE_BUF_SPLICE_MOVE: the kernel must copy, never steal, the
-          // memfd's pages.
+          // store's pages.
           fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
         });
     if (!replied) fuse_reply_err(req, s.err() ? s.err() : EIO);

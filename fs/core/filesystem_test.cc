@@ -506,10 +506,8 @@ TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
       << " s for a loop of readers";
 }
 
-// Issue 11, defect 7: destroying a file frees its memfd (slow for a big file)
-// on the purge worker, not under the exclusive ns_mu_ that every lookup needs.
-// Deterministic: with the worker held up, forget() must return with the
-// memfd still open and whole; it is freed once the worker runs.
+// Issue 11, defect 7: destroying a file frees its store (slow for a big file)
+// outside the exclusive ns_mu_ that every lookup needs.
 TEST(FilesystemTest, DestroyingAFileFreesItsStoreBeforeAnswering) {
   // The store of a destroyed file is freed after the request released
   // ns_mu_ (freeing gigabytes under it would stall every lookup), but before
