@@ -2,8 +2,13 @@
 #include <volfs/client.h>
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 int volfs_mark(int fd, uint64_t offset, uint64_t length, uint32_t flags) {
   struct volfs_range r = {offset, length, flags, 0};
@@ -64,5 +69,193 @@ int volfs_purge(int fd, uint64_t bytes, uint64_t* purged) {
   p.bytes = bytes;
   if (ioctl(fd, VOLFS_IOC_PURGE, &p) < 0) return -1;
   if (purged) *purged = p.purged;
+  return 0;
+}
+
+int volfs_slot_register(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+                        uint32_t flags, uint32_t* holder, int* created) {
+  return volfs_slot_register_many(fd, offset, length, word_offset, 1, flags, holder, created);
+}
+
+int volfs_slot_register_many(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+                             uint32_t count, uint32_t flags, uint32_t* holder, int* created) {
+  struct volfs_slot_register r;
+  memset(&r, 0, sizeof(r));
+  r.offset = offset;
+  r.length = length;
+  r.word_offset = word_offset;
+  r.count = count;
+  r.flags = flags;
+  if (ioctl(fd, VOLFS_IOC_SLOT_REGISTER, &r) < 0) return -1;
+  if (holder) *holder = r.holder;
+  if (created) *created = r.result == VOLFS_SLOT_CREATED;
+  return 0;
+}
+
+int volfs_slot_holder(int fd, uint32_t* holder) {
+  struct volfs_slot_holder h;
+  memset(&h, 0, sizeof(h));
+  if (ioctl(fd, VOLFS_IOC_SLOT_HOLDER, &h) < 0) return -1;
+  *holder = h.holder;
+  return 0;
+}
+
+int volfs_slot_unregister(int fd, uint64_t word_offset, int* purged) {
+  struct volfs_slot_unregister u;
+  memset(&u, 0, sizeof(u));
+  u.word_offset = word_offset;
+  if (ioctl(fd, VOLFS_IOC_SLOT_UNREGISTER, &u) < 0) return -1;
+  if (purged) *purged = u.result == VOLFS_PURGED;
+  return 0;
+}
+
+/* volfs_slot.pins: the holder's pin count, or kPinsBusy while one thread
+ * changes the word for the holder (its first pin or its last unpin); the
+ * other threads wait for that, so the word's bit and the count agree
+ * whenever the count is not busy. */
+static const uint32_t kPinsBusy = UINT32_C(1) << 31;
+
+void volfs_slot_init(struct volfs_slot* s, struct volfs_slot_word* word, uint32_t holder,
+                     int pinned) {
+  s->word = &word->word;
+  s->bit = UINT64_C(1) << (holder % VOLFS_SLOT_HOLDERS);
+  s->pins = pinned ? 1u : 0u;
+  s->reserved = 0;
+}
+
+/* Waits (at most a millisecond, then the caller looks again) while the
+ * daemon purges the slot: it wakes the futex on the word's high half when
+ * the word turns PURGED. The futex is shared: both sides map the same page. */
+static void wait_for_purge(uint64_t* word, uint64_t seen) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint32_t* high = (uint32_t*)word + 1;
+#else
+  uint32_t* high = (uint32_t*)word;
+#endif
+  struct timespec t = {0, 1000 * 1000};
+  syscall(SYS_futex, high, FUTEX_WAIT, (uint32_t)(seen >> 32), &t, NULL, 0);
+}
+
+/* The holder's first pin: set its bit. */
+static int word_pin(uint64_t* word, uint64_t bit) {
+  uint64_t w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+  for (;;) {
+    uint64_t want;
+    int result;
+    switch (VOLFS_SLOT_STATE(w)) {
+      case VOLFS_SLOT_LIVE:
+        want = w | bit;
+        result = VOLFS_INTACT;
+        break;
+      case VOLFS_SLOT_PURGED:
+        want = VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE) | bit;
+        result = VOLFS_PURGED;
+        break;
+      case VOLFS_SLOT_PURGING:
+        wait_for_purge(word, w);
+        w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+        continue;
+      default:
+        errno = ESTALE;
+        return -1;
+    }
+    /* Acquire: the data read after an INTACT pin is what was there before
+     * the unpin that made it purgeable (release), never a punched page. */
+    if (__atomic_compare_exchange_n(word, &w, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      return result;
+    }
+  }
+}
+
+/* The holder's last unpin: clear its bit. A bit the daemon cleared already
+ * (the open file was released, the slot unregistered) leaves nothing to do. */
+static void word_unpin(uint64_t* word, uint64_t bit) {
+  uint64_t w = __atomic_load_n(word, __ATOMIC_RELAXED);
+  for (;;) {
+    if (VOLFS_SLOT_STATE(w) != VOLFS_SLOT_LIVE || !(w & bit)) return;
+    if ((w & VOLFS_SLOT_PIN_BITS) == bit) {
+      /* The last pin of all: when, for the purge order. Advisory, so it may
+       * land even if the swap below finds another pin and retries. */
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+      __atomic_store_n(word + 1, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
+                       __ATOMIC_RELAXED);
+    }
+    /* Release: every store into the data made while pinned is visible to
+     * whoever takes the word next, the daemon's purge included. */
+    if (__atomic_compare_exchange_n(word, &w, w & ~bit, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+      return;
+    }
+  }
+}
+
+static void pause_briefly(unsigned* spins) {
+  if (++*spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    sched_yield();
+  }
+}
+
+int volfs_slot_pin(struct volfs_slot* s) {
+  uint32_t p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
+  unsigned spins = 0;
+  for (;;) {
+    if (p & kPinsBusy) {
+      pause_briefly(&spins);
+      p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
+      continue;
+    }
+    if (p != 0) {
+      /* The holder's bit is set already: one more pin of an intact slot. */
+      if (p + 1 == kPinsBusy) {
+        errno = EOVERFLOW;
+        return -1;
+      }
+      if (__atomic_compare_exchange_n(&s->pins, &p, p + 1, 0, __ATOMIC_ACQUIRE,
+                                      __ATOMIC_ACQUIRE)) {
+        return VOLFS_INTACT;
+      }
+      continue;
+    }
+    if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_ACQUIRE)) {
+      break;
+    }
+  }
+  int result = word_pin(s->word, s->bit);
+  __atomic_store_n(&s->pins, result < 0 ? 0u : 1u, __ATOMIC_RELEASE);
+  return result;
+}
+
+int volfs_slot_unpin(struct volfs_slot* s) {
+  uint32_t p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
+  unsigned spins = 0;
+  for (;;) {
+    if (p & kPinsBusy) {
+      pause_briefly(&spins);
+      p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
+      continue;
+    }
+    if (p == 0) {
+      errno = EINVAL;
+      return -1;
+    }
+    if (p > 1) {
+      if (__atomic_compare_exchange_n(&s->pins, &p, p - 1, 0, __ATOMIC_RELEASE,
+                                      __ATOMIC_ACQUIRE)) {
+        return 0;
+      }
+      continue;
+    }
+    if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      break;
+    }
+  }
+  word_unpin(s->word, s->bit);
+  __atomic_store_n(&s->pins, 0u, __ATOMIC_RELEASE);
   return 0;
 }

@@ -273,6 +273,53 @@ uint64_t File::purge(uint64_t bytes) {
   return p.purged;
 }
 
+SlotRegistration File::register_slot(Range data, uint64_t word_offset, MarkOptions o) {
+  return register_slots(data, word_offset, 1, o);
+}
+
+SlotRegistration File::register_slots(Range data, uint64_t word_offset, uint32_t count,
+                                      MarkOptions o) {
+  if (o.strict) {
+    errno = EINVAL;
+    fail("register_slot (slots are never strict)", data);
+  }
+  const uint32_t flags = mark_flags(o, data);
+  SlotRegistration reg;
+  int created = 0;
+  if (::volfs_slot_register_many(fd_, data.offset, data.length, word_offset, count, flags,
+                                 &reg.holder, &created) < 0) {
+    fail("register_slot", data);
+  }
+  reg.created = created != 0;
+  return reg;
+}
+
+uint32_t File::slot_holder() {
+  uint32_t holder = 0;
+  if (::volfs_slot_holder(fd_, &holder) < 0) fail("slot_holder");
+  return holder;
+}
+
+UnmarkResult File::unregister_slot(uint64_t word_offset) {
+  int purged = 0;
+  if (::volfs_slot_unregister(fd_, word_offset, &purged) < 0) {
+    fail(("unregister_slot (word at " + std::to_string(word_offset) + ")").c_str());
+  }
+  return UnmarkResult(purged != 0);
+}
+
+UnmarkResult Slot::pin() {
+  int r = ::volfs_slot_pin(&slot_);
+  if (r < 0) throw std::system_error(errno, std::generic_category(), "volfs: slot pin");
+  return UnmarkResult(r == VOLFS_PURGED);
+}
+
+void Slot::unpin() {
+  // Unpinning a slot this holder does not pin is a bug of the caller; it
+  // changes nothing, so no exception (this runs in destructors).
+  (void)::volfs_slot_unpin(&slot_);
+}
+
 Pin::Pin(File& file, Range r, MarkOptions o)
     : file_(file), range_(r), options_(o), purged_(file.unmark(r).purged()) {}
 

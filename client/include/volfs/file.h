@@ -5,12 +5,14 @@
 
 #include <sys/mman.h>
 #include <sys/types.h>
+#include <volfs/client.h>
 #include <volfs/volfs.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace volfs {
@@ -68,6 +70,13 @@ class Mapping {
   size_t size_ = 0;
 };
 
+// What VOLFS_IOC_SLOT_REGISTER answered: the open file's pin bit, and
+// whether the slot is new (then it is pinned by that bit: Slot(..., true)).
+struct SlotRegistration {
+  uint32_t holder = 0;
+  bool created = false;
+};
+
 class File {
  public:
   // Opens (flags as open(2), O_CLOEXEC added) a file that must be on a volfs
@@ -102,6 +111,18 @@ class File {
   // all); root or the mount owner only. Returns the bytes purged.
   uint64_t purge(uint64_t bytes);
 
+  // Slots (Slot below; docs/volatile-ranges.md, "Slots"). The file must be
+  // in passthrough io mode. register_slot makes `data` a slot with its word
+  // at word_offset of this file, or attaches to the slot there.
+  SlotRegistration register_slot(Range data, uint64_t word_offset, MarkOptions o = {});
+  // `count` slots: slot k is data shifted by k * data.length, its word at
+  // word_offset + k * sizeof(volfs_slot_word); all created or all attached.
+  SlotRegistration register_slots(Range data, uint64_t word_offset, uint32_t count,
+                                  MarkOptions o = {});
+  // This open file's pin bit (taken on first use).
+  uint32_t slot_holder();
+  UnmarkResult unregister_slot(uint64_t word_offset);
+
   static uint64_t page_size();
 
  private:
@@ -129,6 +150,51 @@ class [[nodiscard]] Pin {
   File& file_;
   Range range_;
   MarkOptions options_;
+  bool purged_;
+};
+
+// A slot as one holder (an open File) sees it: pin and unpin are a
+// compare-and-swap on the slot's word, no system call. Shared by the
+// holder's threads, hence neither copied nor moved; the File whose bit it
+// uses must stay open while pins are held. See volfs_slot_pin/unpin.
+class Slot {
+ public:
+  // `word`: in a MAP_SHARED mapping of the slot's file; `pinned`: the slot
+  // was just created through this holder (one pin to drop).
+  Slot(volfs_slot_word* word, uint32_t holder, bool pinned = false) {
+    volfs_slot_init(&slot_, word, holder, pinned ? 1 : 0);
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+  // purged(): the data was purged since the slot was last pinned; the range
+  // reads as zeros and is pinned now. Throws std::system_error (ESTALE) if
+  // the word is no slot.
+  UnmarkResult pin();
+  void unpin();
+  // The word's state now (VOLFS_SLOT_*), for diagnostics: it may change at once.
+  uint32_t state() const { return VOLFS_SLOT_STATE(__atomic_load_n(slot_.word, __ATOMIC_RELAXED)); }
+
+ private:
+  volfs_slot slot_{};
+};
+
+// RAII pin of a Slot: pinned from construction to destruction.
+class [[nodiscard]] SlotPin {
+ public:
+  explicit SlotPin(Slot& s) : slot_(&s), purged_(s.pin().purged()) {}
+  ~SlotPin() {
+    if (slot_) slot_->unpin();
+  }
+  SlotPin(SlotPin&& o) noexcept : slot_(std::exchange(o.slot_, nullptr)), purged_(o.purged_) {}
+  SlotPin& operator=(SlotPin&&) = delete;
+  SlotPin(const SlotPin&) = delete;
+  SlotPin& operator=(const SlotPin&) = delete;
+  bool purged() const { return purged_; }
+  bool intact() const { return !purged_; }
+
+ private:
+  Slot* slot_;
   bool purged_;
 };
 

@@ -59,7 +59,12 @@ struct volfs_status {
   uint64_t purged_pages;
   uint64_t resident_pages;
   uint64_t strict_pages; /* volatile pages marked VOLFS_MARK_STRICT */
-  uint64_t reserved[3];
+  /* Slots whose data range overlaps the range (zero from a daemon without
+   * slots): all of them, those pinned now, those whose data was purged and
+   * not pinned since. */
+  uint64_t slots;
+  uint64_t pinned_slots;
+  uint64_t purged_slots;
 };
 
 /* Purge sources: index into volfs_stats.sources[]. Every purge is counted
@@ -117,7 +122,7 @@ struct volfs_stats {
   uint64_t psi_step_bytes;      /* what the next PSI stall will purge */
   uint32_t sources_active;      /* VOLFS_SOURCE_BIT(i) for each source that is on */
   uint32_t reserved32;
-  uint64_t reserved;
+  uint64_t requests; /* FUSE requests the daemon has served since it started (0: not counted) */
   struct volfs_source_stats sources[VOLFS_SOURCES];
 };
 
@@ -143,6 +148,79 @@ struct volfs_range_batch {
   struct volfs_range ranges[VOLFS_BATCH_MAX];
 };
 
+/* Slots (docs/volatile-ranges.md, "Slots"): pin and unpin without a system
+ * call. A slot is a page-aligned data range of a file plus a lock word, a
+ * struct volfs_slot_word at a 16-byte aligned offset of the same file, which
+ * the client maps MAP_SHARED and the daemon maps from the store (the file
+ * must be in passthrough, so both see the same page). Every open file of the
+ * slot's file that takes part is a *holder* with one pin bit, 0..61; a
+ * holder pins by setting its bit with a compare-and-swap and unpins by
+ * clearing it. A word without pin bits is purgeable: the daemon swaps it
+ * LIVE -> PURGING with a compare-and-swap before it punches the data, and
+ * stores PURGED after, so a pin either wins (the data stays) or sees the
+ * purge. When the kernel releases a holder's open file (its last close, or
+ * its process's death) the daemon clears its bit in every word of the file.
+ *
+ * word = state << VOLFS_SLOT_STATE_SHIFT | pin bits. The client library
+ * (volfs/client.h: volfs_slot_pin/unpin) implements the protocol. */
+#define VOLFS_SLOT_HOLDERS 62u
+#define VOLFS_SLOT_STATE_SHIFT 62
+#define VOLFS_SLOT_PIN_BITS ((UINT64_C(1) << VOLFS_SLOT_STATE_SHIFT) - 1)
+#define VOLFS_SLOT_STATE(w) ((uint32_t)((uint64_t)(w) >> VOLFS_SLOT_STATE_SHIFT))
+#define VOLFS_SLOT_NONE 0u    /* not a slot: never registered, unregistered, or overwritten */
+#define VOLFS_SLOT_LIVE 1u    /* data intact; pinned while a pin bit is set, else purgeable */
+#define VOLFS_SLOT_PURGING 2u /* the daemon is punching the data; a pin waits (futex on the
+                               * word's high 32 bits, woken when it turns PURGED) */
+#define VOLFS_SLOT_PURGED 3u  /* data lost; the next pin makes it LIVE and learns PURGED */
+#define VOLFS_SLOT_WORD(state) ((uint64_t)(state) << VOLFS_SLOT_STATE_SHIFT)
+
+struct volfs_slot_word {
+  uint64_t word;        /* atomic; see above */
+  uint64_t unpinned_ns; /* CLOCK_MONOTONIC_COARSE of the unpin that cleared the last pin bit:
+                         * the purge order among slots (advisory) */
+};
+
+/* VOLFS_IOC_SLOT_REGISTER: makes [offset, offset + length) a slot with its
+ * word at word_offset, or attaches to the slot already there. Creating one
+ * sets the word LIVE, pinned by this open file; attaching leaves it alone.
+ * The data range must lie inside the file and hold no volatile page; the word
+ * must lie inside the file, outside every slot's data and every volatile
+ * range, and is never purged. `count` > 1 registers that many slots in one
+ * call, slot k at offset + k * length with its word at word_offset + 16 * k:
+ * all are created, or all existed with this geometry and are attached
+ * (anything else: EBUSY, and nothing changes). */
+#define VOLFS_SLOT_CREATED 0u  /* result: a new slot, pinned by the caller's bit */
+#define VOLFS_SLOT_ATTACHED 1u /* result: the slot existed with this geometry */
+struct volfs_slot_register {
+  uint64_t offset;      /* in: page aligned */
+  uint64_t length;      /* in: a positive multiple of the page size */
+  uint64_t word_offset; /* in: 16-byte aligned */
+  uint32_t flags;       /* in: 0 or VOLFS_MARK_PRIORITY(p) */
+  uint32_t holder;      /* out: this open file's pin bit */
+  uint32_t result;      /* out: VOLFS_SLOT_CREATED or VOLFS_SLOT_ATTACHED */
+  uint32_t count;       /* in: slots, 0 or 1 for one, at most VOLFS_SLOT_REGISTER_MAX */
+  uint64_t reserved[2]; /* zero */
+};
+#define VOLFS_SLOT_REGISTER_MAX 65536u
+
+/* VOLFS_IOC_SLOT_HOLDER: this open file's pin bit, taken on first use. */
+struct volfs_slot_holder {
+  uint32_t holder;      /* out */
+  uint32_t reserved32;  /* zero */
+  uint64_t reserved[3]; /* zero */
+};
+
+/* VOLFS_IOC_SLOT_UNREGISTER: the slot whose word is at word_offset stops
+ * being one (its word turns VOLFS_SLOT_NONE) and its data range becomes
+ * plain non-volatile data, as after UNMARK, with the same answer. EBUSY
+ * while another open file pins it. */
+struct volfs_slot_unregister {
+  uint64_t word_offset; /* in */
+  uint32_t result;      /* out: VOLFS_INTACT or VOLFS_PURGED */
+  uint32_t reserved32;  /* zero */
+  uint64_t reserved[2]; /* zero */
+};
+
 #define VOLFS_IOC_MARK_VOLATILE _IOWR(VOLFS_IOC_MAGIC, 1, struct volfs_range)
 #define VOLFS_IOC_UNMARK_VOLATILE _IOWR(VOLFS_IOC_MAGIC, 2, struct volfs_range)
 #define VOLFS_IOC_GET_STATUS _IOWR(VOLFS_IOC_MAGIC, 3, struct volfs_status)
@@ -152,6 +230,9 @@ struct volfs_range_batch {
 #define VOLFS_IOC_PURGE _IOWR(VOLFS_IOC_MAGIC, 5, struct volfs_purge)
 #define VOLFS_IOC_MARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 6, struct volfs_range_batch)
 #define VOLFS_IOC_UNMARK_BATCH _IOWR(VOLFS_IOC_MAGIC, 7, struct volfs_range_batch)
+#define VOLFS_IOC_SLOT_REGISTER _IOWR(VOLFS_IOC_MAGIC, 8, struct volfs_slot_register)
+#define VOLFS_IOC_SLOT_HOLDER _IOR(VOLFS_IOC_MAGIC, 9, struct volfs_slot_holder)
+#define VOLFS_IOC_SLOT_UNREGISTER _IOWR(VOLFS_IOC_MAGIC, 10, struct volfs_slot_unregister)
 
 /* The layout is the ABI: the same on every architecture. */
 #ifdef __cplusplus
@@ -161,6 +242,10 @@ static_assert(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats layou
 static_assert(sizeof(struct volfs_stats) == 360, "volfs_stats layout");
 static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
 static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
+static_assert(sizeof(struct volfs_slot_word) == 16, "volfs_slot_word layout");
+static_assert(sizeof(struct volfs_slot_register) == 56, "volfs_slot_register layout");
+static_assert(sizeof(struct volfs_slot_holder) == 32, "volfs_slot_holder layout");
+static_assert(sizeof(struct volfs_slot_unregister) == 32, "volfs_slot_unregister layout");
 #else
 _Static_assert(sizeof(struct volfs_range) == 24, "volfs_range layout");
 _Static_assert(sizeof(struct volfs_status) == 80, "volfs_status layout");
@@ -168,6 +253,10 @@ _Static_assert(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats layo
 _Static_assert(sizeof(struct volfs_stats) == 360, "volfs_stats layout");
 _Static_assert(sizeof(struct volfs_purge) == 32, "volfs_purge layout");
 _Static_assert(sizeof(struct volfs_range_batch) == 1552, "volfs_range_batch layout");
+_Static_assert(sizeof(struct volfs_slot_word) == 16, "volfs_slot_word layout");
+_Static_assert(sizeof(struct volfs_slot_register) == 56, "volfs_slot_register layout");
+_Static_assert(sizeof(struct volfs_slot_holder) == 32, "volfs_slot_holder layout");
+_Static_assert(sizeof(struct volfs_slot_unregister) == 32, "volfs_slot_unregister layout");
 #endif
 
 #ifdef __cplusplus
