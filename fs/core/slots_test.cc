@@ -19,7 +19,7 @@
 #include "core_test_util.h"
 #include "filesystem.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 const uint64_t kPage = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -320,4 +320,4 @@ TEST_F(SlotsTest, PinsRacingPurgesNeverSeeLostDataAsIntact) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core
