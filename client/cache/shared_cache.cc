@@ -622,7 +622,9 @@ SharedCacheStats CacheImpl::local_stats() const {
 
 size_t CacheImpl::reclaim_dead_leases() {
   IndexLock lock(*index_, options_.lock_timeout);
-  return reap_locked();
+  size_t n = reap_locked();
+  if (lock.recovered()) collect_garbage_locked();
+  return n;
 }
 
 // ---- Test peer ----
