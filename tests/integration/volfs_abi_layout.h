@@ -42,9 +42,9 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_pages) == 32, "volfs_st
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, resident_pages) == 40,
                     "volfs_status.resident_pages");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, strict_pages) == 48, "volfs_status.strict_pages");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, reserved) == 56, "volfs_status.reserved");
-VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_status*)0)->reserved) == 24,
-                    "volfs_status.reserved size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, slots) == 56, "volfs_status.slots");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, pinned_slots) == 64, "volfs_status.pinned_slots");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_slots) == 72, "volfs_status.purged_slots");
 
 /* struct volfs_source_stats: 24 bytes. */
 VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats size");
@@ -99,7 +99,7 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, psi_step_bytes) == 144,
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources_active) == 152,
                     "volfs_stats.sources_active");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved32) == 156, "volfs_stats.reserved32");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved) == 160, "volfs_stats.reserved");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, requests) == 160, "volfs_stats.requests");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources) == 168, "volfs_stats.sources");
 VOLFS_LAYOUT_ASSERT(VOLFS_SOURCES == 8u, "VOLFS_SOURCES");
 VOLFS_LAYOUT_ASSERT(VOLFS_SOURCE_SIZE_LIMIT == 0u && VOLFS_SOURCE_WATERMARK == 1u &&
@@ -124,6 +124,23 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, reserved) == 4,
 VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_range_batch*)0)->reserved) == 12,
                     "volfs_range_batch.reserved size");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, ranges) == 16, "volfs_range_batch.ranges");
+
+/* Slots: the word (16 bytes) and the three slot ioctls' structs. */
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, word) == 0, "volfs_slot_word.word");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, unpinned_ns) == 8,
+                    "volfs_slot_word.unpinned_ns");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, word_offset) == 16,
+                    "volfs_slot_register.word_offset");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, flags) == 24, "volfs_slot_register.flags");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, holder) == 28,
+                    "volfs_slot_register.holder");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, result) == 32,
+                    "volfs_slot_register.result");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, count) == 36, "volfs_slot_register.count");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_unregister, result) == 8,
+                    "volfs_slot_unregister.result");
+VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_HOLDERS == 62u && VOLFS_SLOT_STATE_SHIFT == 62,
+                    "slot word encoding");
 
 /* Command numbers: _IOC(dir, 'V' = 0x56, nr, size) = dir << 30 | size << 16 |
  * 0x56 << 8 | nr, with dir 3 for _IOWR and 2 for _IOR (asm-generic, which
