@@ -94,13 +94,28 @@ struct LocalCounters {
       evictions{0};
 };
 
+// Writes all of bytes at offset. A full mount (ENOSPC) is often one whose
+// daemon has not yet seen that released slots are purgeable: it learns that
+// when it looks at the slot words, which every pressure round does (at least
+// every 100 ms) and GET_STATUS does at once. So on ENOSPC: ask GET_STATUS of
+// the file (a look, which lets the daemon make room), back off, and retry
+// for about a second before giving up.
 void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
                 const std::filesystem::path& path) {
   size_t done = 0;
+  int full = 0;
   while (done < bytes.size()) {
     ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done,
                          static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ENOSPC && full < 50) {
+      volfs_status st{};
+      (void)volfs_get_status(fd, 0, 0, &st);
+      struct timespec pause = {0, (full < 10 ? 2 : 20) * 1000 * 1000};
+      nanosleep(&pause, nullptr);
+      ++full;
+      continue;
+    }
     if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + path.string());
     done += static_cast<size_t>(n);
   }
