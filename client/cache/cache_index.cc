@@ -273,8 +273,8 @@ std::unique_ptr<CacheIndex> CacheIndex::attach(int fd, const std::filesystem::pa
     throw_mismatch(path, diff);
   }
   if (h.ready != kIndexReady) throw_mismatch(path, "index not completely built");
-  const IndexGeometry hg{h.max_entries, h.max_leases,   h.max_segments,
-                        h.max_slots,   h.segment_bytes, h.page_size};
+  const IndexGeometry hg{h.max_entries, h.max_leases,    h.max_segments,
+                         h.max_slots,   h.segment_bytes, h.page_size};
   if (h.file_size != file_size || h.segment_offset != kSegmentOffset ||
       h.segment_size > file_size - kSegmentOffset || !geometry_ok(hg) ||
       h.bucket_count != bucket_count_for(h.max_entries)) {
@@ -551,8 +551,7 @@ uint32_t CacheIndex::add_lease(const Lease& l) {
   return kNil;
 }
 
-uint32_t CacheIndex::add_write_lease(const ProcessIdentity& owner, uint32_t g,
-                                     uint64_t* value_id) {
+uint32_t CacheIndex::add_write_lease(const ProcessIdentity& owner, uint32_t g, uint64_t* value_id) {
   assert(slot_record(g).user == kSlotWriting);
   Lease l{};
   l.kind = kLeaseWrite;
@@ -635,8 +634,9 @@ void CacheIndex::rebuild() {
       }
       ready.push_back(s);
     }
-    std::sort(ready.begin(), ready.end(),
-              [&](uint32_t a, uint32_t b) { return segment(a).first_slot < segment(b).first_slot; });
+    std::sort(ready.begin(), ready.end(), [&](uint32_t a, uint32_t b) {
+      return segment(a).first_slot < segment(b).first_slot;
+    });
     for (uint32_t s : ready) {
       SegmentRecord& r = segment(s);
       if (r.first_slot != slots_used) {
@@ -673,8 +673,8 @@ void CacheIndex::rebuild() {
     if (e.segment == kNil) {
       ok = ok && e.size == 0;
     } else {
-      ok = ok && e.size > 0 && slot_ok(e.segment, e.slot) &&
-           e.size <= segment(e.segment).slot_bytes;
+      ok =
+          ok && e.size > 0 && slot_ok(e.segment, e.slot) && e.size <= segment(e.segment).slot_bytes;
     }
     if (!ok) {
       e.state = kEntryFree;
@@ -864,7 +864,8 @@ std::string CacheIndex::check() const {
         return "slot " + std::to_string(g) + " on the wrong free list";
       }
     }
-    if (count != fl.count || fl.tail != last) return "free slot count of class " + std::to_string(c);
+    if (count != fl.count || fl.tail != last)
+      return "free slot count of class " + std::to_string(c);
   }
   for (uint32_t g = 0; g < h.slots_used; ++g) {
     const SlotRecord& sr = slot_record(g);

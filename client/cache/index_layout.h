@@ -25,7 +25,7 @@ namespace bip = boost::interprocess;
 
 inline constexpr char kIndexMagic[16] = "volfs.cache.idx";  // 15 chars + NUL
 // Bump on any change of the structs below or of their meaning.
-inline constexpr uint32_t kLayoutVersion = 2;  // 2: values in slots of segment files
+inline constexpr uint32_t kLayoutVersion = 2;        // 2: values in slots of segment files
 inline constexpr uint32_t kIndexReady = 0x52454459;  // "REDY"
 inline constexpr uint32_t kMaxKeySize = 240;
 inline constexpr uint32_t kNil = UINT32_MAX;
@@ -55,12 +55,12 @@ enum EntryState : uint32_t { kEntryFree = 0, kEntryLive = 1 };
 struct Entry {
   uint32_t state;
   uint32_t key_size;
-  uint64_t key_hash;   // checksum64(key)
-  uint64_t value_id;   // unique per put, never reused: of two live entries of a key the newer wins
-  uint64_t size;       // value bytes
-  uint64_t checksum;   // checksum64(value, seed = key_hash)
-  uint64_t last_use;   // header tick of the last put or get: the LRU order
-  uint32_t segment;    // the value's slot: segment record and slot in it; kNil for an empty value
+  uint64_t key_hash;  // checksum64(key)
+  uint64_t value_id;  // unique per put, never reused: of two live entries of a key the newer wins
+  uint64_t size;      // value bytes
+  uint64_t checksum;  // checksum64(value, seed = key_hash)
+  uint64_t last_use;  // header tick of the last put or get: the LRU order
+  uint32_t segment;   // the value's slot: segment record and slot in it; kNil for an empty value
   uint32_t slot;
   uint32_t hash_next;  // derived: bucket chain of live entries, free list of free ones
   uint32_t lru_prev;   // derived: towards the most recently used

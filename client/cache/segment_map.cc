@@ -12,8 +12,8 @@
 
 namespace volfs::cache_detail {
 
-SegmentMap::SegmentMap(int fd, std::filesystem::path path, const SegmentRecord& r,
-                       uint32_t holder, bool pinned)
+SegmentMap::SegmentMap(int fd, std::filesystem::path path, const SegmentRecord& r, uint32_t holder,
+                       bool pinned)
     : fd_(fd), path_(std::move(path)), record_(r), holder_(holder) {
   void* base = ::mmap(nullptr, r.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {

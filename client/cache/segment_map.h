@@ -39,12 +39,8 @@ class SegmentMap {
   // File offset and mapped address of slot k's data.
   uint64_t data_offset(uint32_t k) const { return record_.data_offset + k * record_.slot_bytes; }
   std::byte* data(uint32_t k) const { return base_ + data_offset(k); }
-  volfs_slot_word* word(uint32_t k) const {
-    return reinterpret_cast<volfs_slot_word*>(base_) + k;
-  }
-  uint64_t load_word(uint32_t k) const {
-    return __atomic_load_n(&word(k)->word, __ATOMIC_ACQUIRE);
-  }
+  volfs_slot_word* word(uint32_t k) const { return reinterpret_cast<volfs_slot_word*>(base_) + k; }
+  uint64_t load_word(uint32_t k) const { return __atomic_load_n(&word(k)->word, __ATOMIC_ACQUIRE); }
   // Some holder pins slot k now. Under the index lock this only turns false
   // by itself (every pin is taken under that lock).
   bool busy(uint32_t k) const { return (load_word(k) & VOLFS_SLOT_PIN_BITS) != 0; }

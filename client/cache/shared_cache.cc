@@ -105,8 +105,8 @@ void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
   size_t done = 0;
   int full = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done,
-                         static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == ENOSPC && full < 50) {
       volfs_status st{};

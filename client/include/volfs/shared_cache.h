@@ -69,11 +69,11 @@ struct SharedCacheStats {
   uint64_t evictions = 0;  // released entries dropped to make room
   // Only in stats(): the state of the whole cache now.
   uint64_t entries = 0;
-  uint64_t bytes = 0;             // sum of the live values' sizes
-  uint64_t pinned = 0;            // pin bits set in slot words: holders pinning slots, puts included
-  uint64_t segments = 0;          // segment files
-  uint64_t slots = 0;             // slots in them
-  uint64_t free_slots = 0;        // slots holding no live value nor a put in flight
+  uint64_t bytes = 0;       // sum of the live values' sizes
+  uint64_t pinned = 0;      // pin bits set in slot words: holders pinning slots, puts included
+  uint64_t segments = 0;    // segment files
+  uint64_t slots = 0;       // slots in them
+  uint64_t free_slots = 0;  // slots holding no live value nor a put in flight
   uint64_t leases_reclaimed = 0;  // leases of dead processes taken back
   uint64_t lock_recoveries = 0;   // index lock taken over from a dead owner
   uint64_t max_entries = 0;
