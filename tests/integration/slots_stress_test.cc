@@ -171,8 +171,8 @@ int worker(Shared& sh, const std::string& path, uint64_t seed, bool hold) {
         }
         if (!d.empty()) {
           sh.false_intact.fetch_add(1);
-          report(sh, "FALSE INTACT: slot %u (version %lu): %s; word now %s", k,
-                 (unsigned long)v, d.c_str(), describe_word(a.load(word_off(k))).c_str());
+          report(sh, "FALSE INTACT: slot %u (version %lu): %s; word now %s", k, (unsigned long)v,
+                 d.c_str(), describe_word(a.load(word_off(k))).c_str());
           rewrite = true;
         }
       }
@@ -409,20 +409,23 @@ void SlotStressTest::run(double seconds, bool kill_one) {
   uint64_t final_intact = 0;
   for (uint32_t k = 0; k < kSlots; ++k) {
     uint64_t w = f_.load(word_off(k));
-    EXPECT_EQ(word_state(w), VOLFS_SLOT_PURGED) << "slot " << k << " after the final purge: "
-                                                << describe_word(w);
+    EXPECT_EQ(word_state(w), VOLFS_SLOT_PURGED)
+        << "slot " << k << " after the final purge: " << describe_word(w);
     volfs_slot s;
     volfs_slot_init(&s, f_.word(word_off(k)), holder_, 0);
     int r = pin(&s);
     if (r == VOLFS_INTACT) ++final_intact;
-    EXPECT_EQ(r, static_cast<int>(VOLFS_PURGED)) << "slot " << k << ": the pin after the final purge";
-    if (r == VOLFS_PURGED && sh.victim_held[k].exchange(0)) sh.victim_slots_purged_after.fetch_add(1);
+    EXPECT_EQ(r, static_cast<int>(VOLFS_PURGED))
+        << "slot " << k << ": the pin after the final purge";
+    if (r == VOLFS_PURGED && sh.victim_held[k].exchange(0))
+      sh.victim_slots_purged_after.fetch_add(1);
     EXPECT_TRUE(is_all_zero(f_.data() + slot_page(k) * kPage, kPage)) << "slot " << k;
     if (r >= 0) volfs_slot_unpin(&s);
   }
   // The plain pages: never marked, never lost.
   uint64_t plain_lost = 0;
-  std::optional<std::string> plain = pread_some(f_.fd(), kPlainPages * kPage, plain_page(0) * kPage);
+  std::optional<std::string> plain =
+      pread_some(f_.fd(), kPlainPages * kPage, plain_page(0) * kPage);
   ASSERT_TRUE(plain && plain->size() == kPlainPages * kPage) << strerror(errno);
   for (uint64_t i = 0; i < kPlainPages; ++i) {
     std::string want = page_bytes(kPlainTag, plain_page(i), 1);
@@ -430,8 +433,8 @@ void SlotStressTest::run(double seconds, bool kill_one) {
     std::string dm = describe_page_mismatch(f_.data() + plain_page(i) * kPage, want.data());
     if (!d.empty() || !dm.empty()) {
       ++plain_lost;
-      ADD_FAILURE() << "plain page " << plain_page(i) << ": read(2) "
-                    << (d.empty() ? "ok" : d) << "; mapping " << (dm.empty() ? "ok" : dm);
+      ADD_FAILURE() << "plain page " << plain_page(i) << ": read(2) " << (d.empty() ? "ok" : d)
+                    << "; mapping " << (dm.empty() ? "ok" : dm);
     }
   }
 
@@ -446,10 +449,11 @@ void SlotStressTest::run(double seconds, bool kill_one) {
       (unsigned long)sh.lost_while_pinned.load(), (unsigned long)sh.pin_errors.load(),
       (unsigned long)plain_lost);
   if (kill_one) {
-    std::printf("[ INFO     ] the killed worker's %u held slots: %lu seen PURGED by the others "
-                "after its death, %lu more by the final purge\n",
-                kVictimHolds, (unsigned long)by_workers,
-                (unsigned long)(sh.victim_slots_purged_after.load() - by_workers));
+    std::printf(
+        "[ INFO     ] the killed worker's %u held slots: %lu seen PURGED by the others "
+        "after its death, %lu more by the final purge\n",
+        kVictimHolds, (unsigned long)by_workers,
+        (unsigned long)(sh.victim_slots_purged_after.load() - by_workers));
     EXPECT_GT(by_workers, 0u) << "no other worker got a purge of a slot the killed one held";
     EXPECT_EQ(sh.victim_slots_purged_after.load(), kVictimHolds)
         << "slots the killed worker held were never purged after its death";

@@ -106,9 +106,9 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
 ::testing::AssertionResult word_is(const MappedFile& f, uint64_t woff, uint64_t want) {
   uint64_t w = f.load(woff);
   if (w == want) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "word at " << woff << " is " << describe_word(w)
-                                       << " (0x" << std::hex << w << "), want "
-                                       << describe_word(want) << " (0x" << want << ")";
+  return ::testing::AssertionFailure()
+         << "word at " << woff << " is " << describe_word(w) << " (0x" << std::hex << w
+         << "), want " << describe_word(want) << " (0x" << want << ")";
 }
 
 ::testing::AssertionResult state_is(const MappedFile& f, uint64_t woff, uint32_t state) {
@@ -142,8 +142,7 @@ std::string to_string_with_slots(const volfs_status& s) {
   if (ok) return ::testing::AssertionSuccess();
   auto r = ::testing::AssertionFailure();
   r << "GET_STATUS [" << off << ", +" << len << ") = " << to_string_with_slots(s)
-    << "; want slots=" << c.slots << " pinned_slots=" << c.pinned
-    << " purged_slots=" << c.purged;
+    << "; want slots=" << c.slots << " pinned_slots=" << c.pinned << " purged_slots=" << c.purged;
   if (pages) {
     r << " nonvolatile=" << pages->nonvolatile << " volatile=" << pages->volatile_
       << " purged=" << pages->purged << " resident=" << pages->resident;
@@ -358,7 +357,8 @@ TEST_F(SlotTest, BadGeometryFlagsAndReservedWordsAreEinval) {
       {"word not 16-byte aligned", make(data_off(0), kPage, 8)},
       {"word at the end of the file", make(data_off(0), kPage, size)},
       {"word far past the end of the file", make(data_off(0), kPage, 64 * size)},
-      {"count over VOLFS_SLOT_REGISTER_MAX", make(data_off(0), kPage, 0, VOLFS_SLOT_REGISTER_MAX + 1)},
+      {"count over VOLFS_SLOT_REGISTER_MAX",
+       make(data_off(0), kPage, 0, VOLFS_SLOT_REGISTER_MAX + 1)},
       {"count whose last slot is past the end", make(data_off(0), slot_len(), 0, 8)},
       {"flags VOLFS_MARK_STRICT", make(data_off(0), kPage, 0, 1, VOLFS_MARK_STRICT)},
       {"unknown flag 0x1000", make(data_off(0), kPage, 0, 1, 0x1000)},
@@ -378,9 +378,9 @@ TEST_F(SlotTest, BadGeometryFlagsAndReservedWordsAreEinval) {
   EXPECT_TRUE(pages_are(path_, 0, zero_pages(1) + file_pages(1, kFilePages - 1), f_.data()));
   // A priority is the one flag allowed.
   SlotRegister ok{};
-  EXPECT_EQ(slot_register(f_.fd(), data_off(0), slot_len(), word_off(0), 1,
-                          VOLFS_MARK_PRIORITY(7), &ok),
-            0);
+  EXPECT_EQ(
+      slot_register(f_.fd(), data_off(0), slot_len(), word_off(0), 1, VOLFS_MARK_PRIORITY(7), &ok),
+      0);
   EXPECT_EQ(ok.result, VOLFS_SLOT_CREATED);
 }
 
@@ -481,7 +481,8 @@ class SlotDebugLogTest : public SlotTest {
   size_t requests_in_log() {
     std::string log = mount_.log();
     size_t n = 0;
-    for (size_t at = log.find("opcode: "); at != std::string::npos; at = log.find("opcode: ", at + 1)) {
+    for (size_t at = log.find("opcode: "); at != std::string::npos;
+         at = log.find("opcode: ", at + 1)) {
       ++n;
     }
     return n;
@@ -506,7 +507,8 @@ TEST_F(SlotDebugLogTest, PinAndUnpinSendNoFuseRequest) {
   const size_t logged1 = requests_in_log();
   const volfs_stats s1 = stats();
   EXPECT_EQ(logged1, logged0) << "1000 pins and unpins sent FUSE requests:\n"
-                              << mount_.log().substr(mount_.log().size() > 4000 ? mount_.log().size() - 4000 : 0);
+                              << mount_.log().substr(
+                                     mount_.log().size() > 4000 ? mount_.log().size() - 4000 : 0);
   if (s0.requests != 0) {
     EXPECT_EQ(s1.requests - s0.requests, 1u) << "volfs_stats.requests: only the second STATS";
   } else {
@@ -611,14 +613,13 @@ TEST_F(SlotTest, GetStatusCountsTheSlotsWhoseDataOverlapsTheRange) {
                         StatusExpect{.volatile_ = n, .resident = n}));
   EXPECT_TRUE(status_is(f_.fd(), data_off(1), slot_len(), {1, 0, 1},
                         StatusExpect{.volatile_ = n, .purged = n}));
-  EXPECT_TRUE(status_is(f_.fd(), data_off(3), slot_len(), {1, 1, 0},
-                        StatusExpect{.nonvolatile = n}));
+  EXPECT_TRUE(
+      status_is(f_.fd(), data_off(3), slot_len(), {1, 1, 0}, StatusExpect{.nonvolatile = n}));
   // The last page of slot 0 and the first of slot 1.
   EXPECT_TRUE(status_is(f_.fd(), data_off(1) - kPage, 2 * kPage, {2, 0, 1},
                         StatusExpect{.volatile_ = 2, .purged = 1, .resident = 1}));
   EXPECT_TRUE(status_is(f_.fd(), data_off(1), 3 * slot_len(), {3, 1, 2}));
-  EXPECT_TRUE(status_is(f_.fd(), 0, kPage, {0, 0, 0}))
-      << "the words' page holds no slot's data";
+  EXPECT_TRUE(status_is(f_.fd(), 0, kPage, {0, 0, 0})) << "the words' page holds no slot's data";
   EXPECT_TRUE(status_is(f_.fd(), data_off(4), 0, {0, 0, 0}));
 }
 
@@ -674,7 +675,7 @@ TEST_F(SlotTest, AKilledHoldersPinsAreClearedAndItsSlotsPurged) {
     CHILD_CHECK(r.result == VOLFS_SLOT_ATTACHED);
     volfs_slot s = slot_of(g, word_off(0), r.holder, false);
     CHILD_CHECK(pin(&s) == VOLFS_INTACT);  // A: pinned by the child
-    SlotRegister r2{};  // B: made by the child, so pinned by it
+    SlotRegister r2{};                     // B: made by the child, so pinned by it
     CHILD_CHECK(slot_register(g.fd(), data_off(1), slot_len(), word_off(1), 1, 0, &r2) == 0);
     CHILD_CHECK(r2.result == VOLFS_SLOT_CREATED);
     child_holder->store(r.holder);
@@ -691,8 +692,9 @@ TEST_F(SlotTest, AKilledHoldersPinsAreClearedAndItsSlotsPurged) {
   ASSERT_EQ(kill(child.pid(), SIGKILL), 0);
   EXPECT_TRUE(killed_by(child.wait(), SIGKILL));
   std::chrono::microseconds waited;
-  bool cleared = poll_for([&] { return pin_bits(f_.load(word_off(0)) | f_.load(word_off(1))) == 0; },
-                          milliseconds(10000), &waited);
+  bool cleared =
+      poll_for([&] { return pin_bits(f_.load(word_off(0)) | f_.load(word_off(1))) == 0; },
+               milliseconds(10000), &waited);
   std::printf("[ INFO     ] the killed holder's bits were %s %.1f ms after it was reaped\n",
               cleared ? "cleared" : "STILL SET", waited.count() / 1000.0);
   ASSERT_TRUE(cleared) << "10 s after the holder's death: A " << describe_word(f_.load(word_off(0)))
@@ -722,8 +724,8 @@ TEST_F(SlotTest, TheLastCloseOfAHolderClearsItsPins) {
       << "a dup still holds the open file: its pins stay";
   dup_fd.reset();
   std::chrono::microseconds waited;
-  bool cleared = poll_for([&] { return pin_bits(f_.load(word_off(0))) == 0; }, milliseconds(10000),
-                          &waited);
+  bool cleared =
+      poll_for([&] { return pin_bits(f_.load(word_off(0))) == 0; }, milliseconds(10000), &waited);
   std::printf("[ INFO     ] the closed holder's bit was %s %.1f ms after the last close\n",
               cleared ? "cleared" : "STILL SET", waited.count() / 1000.0);
   ASSERT_TRUE(cleared) << describe_word(f_.load(word_off(0)));
@@ -742,14 +744,12 @@ TEST_F(SlotTest, SixtyTwoOpenFilesHoldBitsTheNextGetsEusers) {
     fds.emplace_back(open(path_.c_str(), O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(fds.back().ok()) << strerror(errno);
     // Half take their bit with HOLDER, half by attaching to slot 0.
-    int e = (i % 2) ? slot_holder(fds.back().get(), &h)
-                    : [&] {
-                        SlotRegister r{};
-                        int e2 = slot_register(fds.back().get(), data_off(0), slot_len(),
-                                               word_off(0), 1, 0, &r);
-                        h = r.holder;
-                        return e2;
-                      }();
+    int e = (i % 2) ? slot_holder(fds.back().get(), &h) : [&] {
+      SlotRegister r{};
+      int e2 = slot_register(fds.back().get(), data_off(0), slot_len(), word_off(0), 1, 0, &r);
+      h = r.holder;
+      return e2;
+    }();
     ASSERT_EQ(e, 0) << "open file " << i << " of " << VOLFS_SLOT_HOLDERS << ": " << err(e);
     ASSERT_LT(h, VOLFS_SLOT_HOLDERS);
     EXPECT_TRUE(holders.insert(h).second) << "holder " << h << " given twice";
@@ -812,9 +812,9 @@ TEST_F(SlotTest, UnregisterTurnsTheWordNoneAndAnswersLikeUnmark) {
   EXPECT_EQ(res, VOLFS_INTACT);
   EXPECT_TRUE(state_is(f_, word_off(2), VOLFS_SLOT_NONE));
 
-  EXPECT_TRUE(status_is(f_.fd(), 0, 0, {0, 0, 0},
-                        StatusExpect{.nonvolatile = kFilePages,
-                                     .resident = kFilePages - 2 * kSlotPages}));
+  EXPECT_TRUE(
+      status_is(f_.fd(), 0, 0, {0, 0, 0},
+                StatusExpect{.nonvolatile = kFilePages, .resident = kFilePages - 2 * kSlotPages}));
   EXPECT_EQ(unpin(&s0), 0) << "the unpin of a pin held across UNREGISTER";
   EXPECT_EQ(pin(&s0), -ESTALE) << "pin of an unregistered slot";
   volfs_slot fresh = slot_of(f_, word_off(1), r.holder, false);
@@ -899,8 +899,7 @@ TEST_F(SlotTest, TruncateIntoAnUnpinnedSlotsDataUnregistersIt) {
   // Cutting into it unregisters it.
   ASSERT_EQ(ftruncate(f_.fd(), 14 * kPage), 0) << strerror(errno);
   EXPECT_TRUE(state_is(f_, 0, VOLFS_SLOT_NONE)) << "the word survived the truncate";
-  EXPECT_TRUE(status_is(f_.fd(), 0, 0, {0, 0, 0},
-                        StatusExpect{.nonvolatile = 14, .resident = 14}));
+  EXPECT_TRUE(status_is(f_.fd(), 0, 0, {0, 0, 0}, StatusExpect{.nonvolatile = 14, .resident = 14}));
   EXPECT_EQ(pin(&s), -ESTALE);
   EXPECT_EQ(purge_all(), 0);
   EXPECT_TRUE(pages_are(path_, 13, file_pages(13, 1)));
@@ -913,12 +912,10 @@ TEST_F(SlotTest, PunchOverAnUnpinnedSlotsDataPurgesIt) {
   ASSERT_EQ(unpin(&s0), 0);
   ASSERT_EQ(unpin(&s1), 0);
   // One page of slot 0; all of slot 1.
-  ASSERT_EQ(fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(0) + kPage,
-                      kPage),
-            0)
+  ASSERT_EQ(
+      fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(0) + kPage, kPage), 0)
       << strerror(errno);
-  ASSERT_EQ(fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(1),
-                      slot_len()),
+  ASSERT_EQ(fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(1), slot_len()),
             0)
       << strerror(errno);
   EXPECT_TRUE(word_is(f_, word_off(0), kPurged)) << "a punch into an unpinned slot's data";
@@ -933,16 +930,15 @@ TEST_F(SlotTest, PunchOverAPinnedSlotsDataIsAPlainWriteOfZeros) {
   SlotRegister r = reg(f_, 0);
   ASSERT_EQ(r.result, VOLFS_SLOT_CREATED);
   volfs_slot s = slot_of(f_, word_off(0), r.holder, true);
-  ASSERT_EQ(fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(0) + kPage,
-                      kPage),
-            0)
+  ASSERT_EQ(
+      fallocate(f_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data_off(0) + kPage, kPage), 0)
       << strerror(errno);
   EXPECT_TRUE(word_is(f_, word_off(0), kLive | holder_bit(r.holder)));
   EXPECT_TRUE(status_is(f_.fd(), 0, 0, {1, 1, 0}));
   ASSERT_EQ(unpin(&s), 0);
   EXPECT_EQ(pin(&s), VOLFS_INTACT) << "nothing was purged";
-  EXPECT_TRUE(pages_are(path_, data_page(0), file_pages(data_page(0), 1) + zero_pages(1),
-                        f_.data()));
+  EXPECT_TRUE(
+      pages_are(path_, data_page(0), file_pages(data_page(0), 1) + zero_pages(1), f_.data()));
 }
 
 // ---------------------------------------------------------------------------
