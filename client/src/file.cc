@@ -256,7 +256,7 @@ RangeStatus File::status(Range r) const {
   st.length = r.length;
   if (::ioctl(fd_, VOLFS_IOC_GET_STATUS, &st) < 0) fail("status", r);
   return RangeStatus{st.nonvolatile_pages, st.volatile_pages, st.purged_pages, st.resident_pages,
-                     st.strict_pages};
+                     st.strict_pages,      st.slots,          st.pinned_slots, st.purged_slots};
 }
 
 volfs_stats File::stats() const {

@@ -304,6 +304,9 @@ int run_status(const Args& a) {
           {"purged_pages", s.purged_pages},
           {"resident_pages", s.resident_pages},
           {"strict_pages", s.strict_pages},
+          {"slots", s.slots},
+          {"pinned_slots", s.pinned_slots},
+          {"purged_slots", s.purged_slots},
       },
       a.json);
   return kExitOk;
@@ -429,7 +432,9 @@ const Command kCommands[] = {
     {"status", "FILE [--offset N] [--length N] [--json]", "page counts of a range",
      "Prints the page counts of a range of FILE: nonvolatile_pages, volatile_pages,\n"
      "purged_pages (volatile pages whose data was discarded), resident_pages (held\n"
-     "in memory) and strict_pages (volatile pages marked --strict).\n"
+     "in memory) and strict_pages (volatile pages marked --strict); then the slots\n"
+     "whose data overlaps the range: slots, pinned_slots (pinned now) and\n"
+     "purged_slots (purged and not pinned since).\n"
      "\n"
      "  --offset N    start of the range in bytes (default 0)\n"
      "  --length N    length of the range in bytes; 0 (the default) means to the end\n"

@@ -46,6 +46,11 @@ struct RangeStatus {
   uint64_t purged_pages = 0;
   uint64_t resident_pages = 0;
   uint64_t strict_pages = 0;
+  // Slots whose data overlaps the range: all, pinned now, purged and not
+  // pinned since (zero from a daemon without slots).
+  uint64_t slots = 0;
+  uint64_t pinned_slots = 0;
+  uint64_t purged_slots = 0;
 };
 
 // A shared mapping of a File; unmapped on destruction.
