@@ -237,7 +237,7 @@ std::shared_ptr<SegmentMap> CacheImpl::map_locked(uint32_t s) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw_errno(errno, "open " + path.string());
   uint32_t holder = 0;
-  if (volfs_slot_holder(fd, &holder) < 0) {
+  if (volfs_get_slot_holder(fd, &holder) < 0) {
     int err = errno;
     ::close(fd);
     if (err == EUSERS) {
@@ -288,8 +288,8 @@ bool CacheImpl::create_segment_locked(uint32_t c) {
     uint32_t holder = 0;
     int created = 0;
     // One call for all the slots; each comes back LIVE, pinned by our bit.
-    if (volfs_slot_register_many(fd, plan.data_offset, plan.slot_bytes, 0, plan.slot_count,
-                                 VOLFS_MARK_PRIORITY(options_.priority), &holder, &created) < 0) {
+    if (volfs_register_slots(fd, plan.data_offset, plan.slot_bytes, 0, plan.slot_count,
+                             VOLFS_MARK_PRIORITY(options_.priority), &holder, &created) < 0) {
       int err = errno;
       throw_errno(err, "register the " + std::to_string(plan.slot_count) + " slots of " +
                            path.string() +

@@ -72,13 +72,13 @@ int volfs_purge(int fd, uint64_t bytes, uint64_t* purged) {
   return 0;
 }
 
-int volfs_slot_register(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+int volfs_register_slot(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
                         uint32_t flags, uint32_t* holder, int* created) {
-  return volfs_slot_register_many(fd, offset, length, word_offset, 1, flags, holder, created);
+  return volfs_register_slots(fd, offset, length, word_offset, 1, flags, holder, created);
 }
 
-int volfs_slot_register_many(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
-                             uint32_t count, uint32_t flags, uint32_t* holder, int* created) {
+int volfs_register_slots(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+                         uint32_t count, uint32_t flags, uint32_t* holder, int* created) {
   struct volfs_slot_register r;
   memset(&r, 0, sizeof(r));
   r.offset = offset;
@@ -92,7 +92,7 @@ int volfs_slot_register_many(int fd, uint64_t offset, uint64_t length, uint64_t 
   return 0;
 }
 
-int volfs_slot_holder(int fd, uint32_t* holder) {
+int volfs_get_slot_holder(int fd, uint32_t* holder) {
   struct volfs_slot_holder h;
   memset(&h, 0, sizeof(h));
   if (ioctl(fd, VOLFS_IOC_SLOT_HOLDER, &h) < 0) return -1;
@@ -100,7 +100,7 @@ int volfs_slot_holder(int fd, uint32_t* holder) {
   return 0;
 }
 
-int volfs_slot_unregister(int fd, uint64_t word_offset, int* purged) {
+int volfs_unregister_slot(int fd, uint64_t word_offset, int* purged) {
   struct volfs_slot_unregister u;
   memset(&u, 0, sizeof(u));
   u.word_offset = word_offset;
@@ -132,7 +132,7 @@ static void wait_for_purge(uint64_t* word, uint64_t seen) {
 #else
   uint32_t* high = (uint32_t*)word;
 #endif
-  struct timespec t = {0, 1000 * 1000};
+  struct timespec t = {0, 1000000};
   syscall(SYS_futex, high, FUTEX_WAIT, (uint32_t)(seen >> 32), &t, NULL, 0);
 }
 
@@ -214,8 +214,7 @@ int volfs_slot_pin(struct volfs_slot* s) {
         errno = EOVERFLOW;
         return -1;
       }
-      if (__atomic_compare_exchange_n(&s->pins, &p, p + 1, 0, __ATOMIC_ACQUIRE,
-                                      __ATOMIC_ACQUIRE)) {
+      if (__atomic_compare_exchange_n(&s->pins, &p, p + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
         return VOLFS_INTACT;
       }
       continue;
@@ -244,8 +243,7 @@ int volfs_slot_unpin(struct volfs_slot* s) {
       return -1;
     }
     if (p > 1) {
-      if (__atomic_compare_exchange_n(&s->pins, &p, p - 1, 0, __ATOMIC_RELEASE,
-                                      __ATOMIC_ACQUIRE)) {
+      if (__atomic_compare_exchange_n(&s->pins, &p, p - 1, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
         return 0;
       }
       continue;

@@ -286,8 +286,8 @@ SlotRegistration File::register_slots(Range data, uint64_t word_offset, uint32_t
   const uint32_t flags = mark_flags(o, data);
   SlotRegistration reg;
   int created = 0;
-  if (::volfs_slot_register_many(fd_, data.offset, data.length, word_offset, count, flags,
-                                 &reg.holder, &created) < 0) {
+  if (::volfs_register_slots(fd_, data.offset, data.length, word_offset, count, flags, &reg.holder,
+                             &created) < 0) {
     fail("register_slot", data);
   }
   reg.created = created != 0;
@@ -296,13 +296,13 @@ SlotRegistration File::register_slots(Range data, uint64_t word_offset, uint32_t
 
 uint32_t File::slot_holder() {
   uint32_t holder = 0;
-  if (::volfs_slot_holder(fd_, &holder) < 0) fail("slot_holder");
+  if (::volfs_get_slot_holder(fd_, &holder) < 0) fail("slot_holder");
   return holder;
 }
 
 UnmarkResult File::unregister_slot(uint64_t word_offset) {
   int purged = 0;
-  if (::volfs_slot_unregister(fd_, word_offset, &purged) < 0) {
+  if (::volfs_unregister_slot(fd_, word_offset, &purged) < 0) {
     fail(("unregister_slot (word at " + std::to_string(word_offset) + ")").c_str());
   }
   return UnmarkResult(purged != 0);

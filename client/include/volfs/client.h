@@ -40,15 +40,15 @@ int volfs_purge(int fd, uint64_t bytes, uint64_t* purged);
  * volfs_slot_init). EBUSY: the range or the word overlaps another slot or a
  * volatile range; EUSERS: VOLFS_SLOT_HOLDERS open files of the file hold
  * pin bits already. */
-int volfs_slot_register(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+int volfs_register_slot(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
                         uint32_t flags, uint32_t* holder, int* created);
 /* The same for `count` slots at once (see struct volfs_slot_register). */
-int volfs_slot_register_many(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
-                             uint32_t count, uint32_t flags, uint32_t* holder, int* created);
+int volfs_register_slots(int fd, uint64_t offset, uint64_t length, uint64_t word_offset,
+                         uint32_t count, uint32_t flags, uint32_t* holder, int* created);
 /* fd's pin bit (taken on first use; held until the open file is released). */
-int volfs_slot_holder(int fd, uint32_t* holder);
+int volfs_get_slot_holder(int fd, uint32_t* holder);
 /* The slot at word_offset stops being one; *purged as for volfs_unmark. */
-int volfs_slot_unregister(int fd, uint64_t word_offset, int* purged);
+int volfs_unregister_slot(int fd, uint64_t word_offset, int* purged);
 
 /* One slot as one holder sees it. One struct per slot and holder, shared by
  * the holder's threads: it counts their pins, and the word carries the
