@@ -42,9 +42,10 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_pages) == 32, "volfs_st
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, resident_pages) == 40,
                     "volfs_status.resident_pages");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, strict_pages) == 48, "volfs_status.strict_pages");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, reserved) == 56, "volfs_status.reserved");
-VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_status*)0)->reserved) == 24,
-                    "volfs_status.reserved size");
+/* The slot counts took the three reserved words. */
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, slots) == 56, "volfs_status.slots");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, pinned_slots) == 64, "volfs_status.pinned_slots");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_slots) == 72, "volfs_status.purged_slots");
 
 /* struct volfs_source_stats: 24 bytes. */
 VOLFS_LAYOUT_ASSERT(sizeof(struct volfs_source_stats) == 24, "volfs_source_stats size");
@@ -99,7 +100,7 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, psi_step_bytes) == 144,
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources_active) == 152,
                     "volfs_stats.sources_active");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved32) == 156, "volfs_stats.reserved32");
-VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, reserved) == 160, "volfs_stats.reserved");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, requests) == 160, "volfs_stats.requests");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_stats, sources) == 168, "volfs_stats.sources");
 VOLFS_LAYOUT_ASSERT(VOLFS_SOURCES == 8u, "VOLFS_SOURCES");
 VOLFS_LAYOUT_ASSERT(VOLFS_SOURCE_SIZE_LIMIT == 0u && VOLFS_SOURCE_WATERMARK == 1u &&
