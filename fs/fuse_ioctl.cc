@@ -104,6 +104,34 @@ void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const volfs_range_batch& d
   });
 }
 
+// The slot ioctls, decoded; answered at once (they never wait for a purge).
+void slot(fuse_req_t req, Daemon& d, OpenFile& f, unsigned cmd, const IoctlRequest& io) {
+  if (cmd == VOLFS_IOC_SLOT_HOLDER) {
+    Result<uint32_t> h = d.fs.slot_holder(f);
+    if (!h.ok()) return (void)fuse_reply_err(req, h.err());
+    volfs_slot_holder out{};
+    out.holder = *h;
+    return reply_struct(req, out);
+  }
+  if (cmd == VOLFS_IOC_SLOT_UNREGISTER) {
+    volfs_slot_unregister u = io.slot_unregister;
+    Result<bool> purged = d.fs.unregister_slot(f, u.word_offset);
+    if (!purged.ok()) return (void)fuse_reply_err(req, purged.err());
+    u.result = *purged ? VOLFS_PURGED : VOLFS_INTACT;
+    return reply_struct(req, u);
+  }
+  volfs_slot_register g = io.slot_register;
+  SlotRequest r{.data = ByteRange{g.offset, g.length},
+                .word_offset = g.word_offset,
+                .count = g.count ? g.count : 1,
+                .flags = g.flags};
+  Result<SlotRegistration> reg = d.fs.register_slots(f, r);
+  if (!reg.ok()) return (void)fuse_reply_err(req, reg.err());
+  g.holder = reg->holder;
+  g.result = reg->created ? VOLFS_SLOT_CREATED : VOLFS_SLOT_ATTACHED;
+  reply_struct(req, g);
+}
+
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info* fi,
               unsigned flags, const void* in_buf, size_t in_size, size_t out_size) {
   guarded(req, [&] {
@@ -141,12 +169,19 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
                           st.purged_pages = r->purged_pages;
                           st.resident_pages = r->resident_pages;
                           st.strict_pages = r->strict_pages;
+                          st.slots = r->slots;
+                          st.pinned_slots = r->pinned_slots;
+                          st.purged_slots = r->purged_slots;
                           reply_struct(req, st);
                         });
       return;
     }
     if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
       return batch(req, f, cmd, io.batch);
+    }
+    if (cmd == VOLFS_IOC_SLOT_REGISTER || cmd == VOLFS_IOC_SLOT_HOLDER ||
+        cmd == VOLFS_IOC_SLOT_UNREGISTER) {
+      return slot(req, d, f, cmd, io);
     }
     volfs_range range = io.range;
     ByteRange br{range.offset, range.length};

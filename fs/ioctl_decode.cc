@@ -26,7 +26,8 @@ bool decode(const void* in, size_t in_size, size_t out_size, unsigned cmd, T& ou
 bool is_per_file(unsigned cmd) {
   return cmd == VOLFS_IOC_MARK_VOLATILE || cmd == VOLFS_IOC_UNMARK_VOLATILE ||
          cmd == VOLFS_IOC_GET_STATUS || cmd == VOLFS_IOC_MARK_BATCH ||
-         cmd == VOLFS_IOC_UNMARK_BATCH;
+         cmd == VOLFS_IOC_UNMARK_BATCH || cmd == VOLFS_IOC_SLOT_REGISTER ||
+         cmd == VOLFS_IOC_SLOT_HOLDER || cmd == VOLFS_IOC_SLOT_UNREGISTER;
 }
 
 // Fills the argument of `cmd` in `r`; returns 0 or the errno to answer with.
@@ -37,6 +38,22 @@ int decode_into(unsigned cmd, bool on_open_file, const void* in, size_t in_size,
   if (_IOC_TYPE(cmd) != VOLFS_IOC_MAGIC || !is_per_file(cmd) || !on_open_file) return ENOTTY;
   if (cmd == VOLFS_IOC_GET_STATUS) {
     return decode(in, in_size, out_size, cmd, r.status) ? 0 : EINVAL;
+  }
+  if (cmd == VOLFS_IOC_SLOT_REGISTER) {
+    volfs_slot_register& g = r.slot_register;
+    if (!decode(in, in_size, out_size, cmd, g) || g.reserved[0] || g.reserved[1]) return EINVAL;
+    return 0;
+  }
+  if (cmd == VOLFS_IOC_SLOT_HOLDER) {
+    volfs_slot_holder h{};
+    return decode(in, in_size, out_size, cmd, h) ? 0 : EINVAL;
+  }
+  if (cmd == VOLFS_IOC_SLOT_UNREGISTER) {
+    volfs_slot_unregister& u = r.slot_unregister;
+    if (!decode(in, in_size, out_size, cmd, u) || u.reserved32 || u.reserved[0] || u.reserved[1]) {
+      return EINVAL;
+    }
+    return 0;
   }
   if (cmd == VOLFS_IOC_MARK_BATCH || cmd == VOLFS_IOC_UNMARK_BATCH) {
     volfs_range_batch& b = r.batch;

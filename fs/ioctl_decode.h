@@ -18,7 +18,10 @@ struct IoctlRequest {
   volfs_purge purge{};    // VOLFS_IOC_PURGE
   volfs_status status{};  // VOLFS_IOC_GET_STATUS
   volfs_range range{};    // VOLFS_IOC_MARK_VOLATILE, VOLFS_IOC_UNMARK_VOLATILE
-  volfs_range_batch batch{};  // VOLFS_IOC_MARK_BATCH, VOLFS_IOC_UNMARK_BATCH
+  volfs_range_batch batch{};                // VOLFS_IOC_MARK_BATCH, VOLFS_IOC_UNMARK_BATCH
+  volfs_slot_register slot_register{};      // VOLFS_IOC_SLOT_REGISTER
+  volfs_slot_unregister slot_unregister{};  // VOLFS_IOC_SLOT_UNREGISTER
+                                            // VOLFS_IOC_SLOT_HOLDER: output only
 };
 
 // `on_open_file`: the ioctl came on a regular file opened by open(2), which the per-file
@@ -26,7 +29,8 @@ struct IoctlRequest {
 // `out_size` is the room the caller gave for the answer. Errors, first match wins:
 //   STATS (is_stats), PURGE with buffers too small        EINVAL
 //   not a volfs command, or a per-file one elsewhere       ENOTTY
-//   buffers too small; a batch count out of 1..VOLFS_BATCH_MAX or reserved words set;
+//   buffers too small; a batch count out of 1..VOLFS_BATCH_MAX or reserved words set
+//   (batches, SLOT_REGISTER, SLOT_UNREGISTER);
 //   UNMARK (single or batch) with flags                    EINVAL
 // MARK flags are checked by the core (Filesystem::mark_batch), not here.
 // STATS of any size from version 1's up (the size is part of the command number):

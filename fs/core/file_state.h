@@ -25,6 +25,10 @@ struct RangeStatus {
   uint64_t purged_pages = 0;
   uint64_t resident_pages = 0;
   uint64_t strict_pages = 0;
+  // Slots whose data overlaps the range (filled in by Filesystem).
+  uint64_t slots = 0;
+  uint64_t pinned_slots = 0;
+  uint64_t purged_slots = 0;
 };
 
 // What a write of a page range may do: fail with EIO (it touches a strict

@@ -57,6 +57,7 @@ void Filesystem::start(CacheInvalidator* invalidator,
   worker_ = std::make_unique<PurgeWorker>(
       std::move(sources),
       [this] {
+        sync_slot_files();  // unpins are seen within a round
         fit_backing();
         return pressure_snapshot();
       },
@@ -172,6 +173,7 @@ void Filesystem::sync_passthrough_files() {
   for (const auto& i : files) {
     std::lock_guard lock(i->mu);
     sync_with_store(*i, PageRange{0, FileState::kEndOfFile});
+    sync_slots(*i);
   }
 }
 
@@ -215,6 +217,7 @@ void Filesystem::sync_with_store(Inode& i, PageRange r) {
 
 Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
   sync_with_store(i, PageRange{0, 0});
+  if (size < i.size) slots_before_truncate(i, size);
   // Pages wholly past the new end lose all state, volatile or not; a
   // partial last page stays (the store zeroes its tail). The rewrite is
   // prepared first and the store changed next: if either fails, nothing

@@ -32,6 +32,7 @@
 #include "purge_worker.h"
 #include "result.h"
 #include "rw_mutex.h"
+#include "slot_table.h"
 #include "store.h"
 
 namespace volfs {
@@ -113,6 +114,10 @@ class Inode {
   int passthrough_opens = 0;
   int backing_id = 0;  // the kernel's id of the store while passthrough_opens > 0
   bool passthrough() const { return io_mode == IoMode::kPassthrough; }
+  // Slots of the file (docs/volatile-ranges.md, "Slots"), from the first
+  // slot ioctl on; guarded by mu, and their data and words change only
+  // under io_mu exclusive too (register, unregister, truncate, punch, purge).
+  std::unique_ptr<SlotTable> slots;
 
   // GUARDED_BY(Filesystem::ns_mu_)
   Directory dir;         // directories
@@ -129,6 +134,7 @@ struct OpenFile {
   int flags = 0;
   bool passthrough = false;  // the kernel passes reads, writes and mmap to the store
   bool decided = false;      // the first open of the inode: it chose the io mode
+  bool slot_holder = false;  // it has a pin bit in the inode's SlotTable
   bool writable() const { return (flags & O_ACCMODE) != O_RDONLY; }
 };
 
@@ -152,6 +158,18 @@ struct SetAttr {
 struct ByteRange {
   uint64_t offset = 0;
   uint64_t length = 0;  // 0: to the end of the file
+};
+
+// VOLFS_IOC_SLOT_REGISTER, decoded.
+struct SlotRequest {
+  ByteRange data;            // of the first slot; length > 0
+  uint64_t word_offset = 0;  // of the first slot's word
+  uint32_t count = 1;        // slot k: data shifted by k lengths, word by k words
+  uint32_t flags = 0;        // VOLFS_MARK_PRIORITY(p) or 0
+};
+struct SlotRegistration {
+  uint32_t holder = 0;
+  bool created = false;  // else attached
 };
 
 class Filesystem {
@@ -252,8 +270,14 @@ class Filesystem {
   // purged, so the answer waits for it, as an unmark does.
   using StatusDone = std::function<void(Result<RangeStatus>)>;
   void range_status(const OpenFile& f, ByteRange r, StatusDone done);
+  // Slots (docs/volatile-ranges.md, "Slots"); files in passthrough only.
+  Result<SlotRegistration> register_slots(OpenFile& f, const SlotRequest& r);
+  Result<uint32_t> slot_holder(OpenFile& f);
+  // Returns whether the slot's data was purged (as UNMARK would).
+  Result<bool> unregister_slot(OpenFile& f, uint64_t word_offset);
+
   // Exact at the moment it is taken: files in passthrough are synced with
-  // their stores first.
+  // their stores (and slot words) first.
   AccountingSnapshot stats();
   // What the pressure sources last saw (all zero before start()).
   PressureStatus pressure() const;
@@ -330,6 +354,22 @@ class Filesystem {
   // of r (none if r is empty) in line with the store. mu held.
   void sync_with_store(Inode& i, PageRange r);
   void sync_passthrough_files();  // every file in passthrough, whole
+  // Slots: bring the file's FileState in line with its slot words (pinned:
+  // non-volatile; unpinned: marked volatile, in the order of their unpins;
+  // a word turned NONE: the slot is gone). mu held.
+  void sync_slots(Inode& i);
+  void sync_slot_files();                                 // every file with slots
+  void set_slot_pinned(Inode& i, SlotTable::Slot& s);     // mu held
+  void make_slot_volatile(Inode& i, SlotTable::Slot& s);  // mu held
+  // Purge of a slot's queue entry: take the word, punch, record PURGED.
+  // io_mu exclusive and mu held.
+  uint64_t purge_slot(Inode& i, SlotTable::Slot& s);
+  // Before a truncate to `size`, or a punch of [off, off + len), of a file
+  // with slots: slots whose word or (truncate) data goes are unregistered;
+  // unpinned slots whose data a punch takes are taken for purge, returned,
+  // for end_purge after the punch. io_mu exclusive and mu held.
+  void slots_before_truncate(Inode& i, uint64_t size);
+  std::vector<SlotTable::Slot*> slots_before_punch(Inode& i, uint64_t off, uint64_t len);
   Result<PageRange> volatile_range(const Inode& i, ByteRange r, bool for_mark) const;
 
   // Purge phase 1: under the inode's locks, take purgeable pages, punch them
@@ -379,6 +419,10 @@ class Filesystem {
   mutable std::shared_mutex ns_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;  // GUARDED_BY(ns_mu_)
   uint64_t next_ino_ = kRootIno + 1;                             // GUARDED_BY(ns_mu_)
+
+  // Files that have a SlotTable, for sync_slot_files. A leaf lock.
+  std::mutex slot_files_mu_;
+  std::vector<std::weak_ptr<Inode>> slot_files_;  // GUARDED_BY(slot_files_mu_)
 
   std::mutex dead_mu_;  // guards dead_; a leaf, taken under ns_mu_
   std::vector<std::shared_ptr<Store>> dead_;

@@ -67,6 +67,12 @@ std::optional<int> Filesystem::release(OpenFile& f) {
   Inode& i = *f.inode;
   if (!f.passthrough) return std::nullopt;
   std::lock_guard lock(i.mu);
+  if (f.slot_holder) {
+    // The open file's pins go with it (its process may have died holding
+    // them); what they kept becomes purgeable now, not at the next round.
+    i.slots->release_holder(&f);
+    sync_slots(i);
+  }
   assert(i.passthrough_opens > 0);
   if (--i.passthrough_opens) return std::nullopt;
   int id = std::exchange(i.backing_id, 0);
@@ -255,6 +261,14 @@ Status Filesystem::fallocate(const OpenFile& f, int mode, uint64_t off, uint64_t
     sync_with_store(i, PageRange{0, 0});
     uint64_t first = (off + page_size_ - 1) / page_size_;
     uint64_t last = std::max(first, end / page_size_);
+    // Unpinned slots in the range turn PURGING now and PURGED after the punch.
+    std::vector<SlotTable::Slot*> slots = slots_before_punch(i, off, len);
+    struct EndPurges {
+      std::vector<SlotTable::Slot*>& slots;
+      ~EndPurges() {
+        for (SlotTable::Slot* s : slots) SlotTable::end_purge(*s);
+      }
+    } end_purges{slots};
     PageMap::Edit edit = i.state->prepare_drop(PageRange{first, last});  // before the punch
     if (int r = i.store->punch(off, len); r < 0) return Err{-r};
     acc_.uncharge(i.state->commit_drop(std::move(edit)));

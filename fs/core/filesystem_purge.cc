@@ -39,6 +39,9 @@ bool Filesystem::purge_for_space(uint64_t pages) {
 uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {
   uint64_t total = 0;
   bool rescanned = false;
+  // Slots unpinned since the daemon last looked join the queue first, in
+  // the order of their unpins.
+  sync_slot_files();
   // Each entry's purge is all or nothing; an allocation failure after some
   // succeeded ends the purge early (it purged less, which is allowed), so
   // that the caller finishes what was done. With nothing done, it is the
@@ -77,6 +80,11 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   if (!i || !i->is_reg()) return 0;
   std::unique_lock io(i->io_mu);
   std::lock_guard lock(i->mu);
+  // A slot's mark: all of the slot or nothing, and only if its word says so.
+  if (SlotTable::Slot* s = i->slots ? i->slots->find_by_data(e.range) : nullptr;
+      s && s->view == SlotTable::View::kVolatile && s->seq == e.seq) {
+    return purge_slot(*i, *s);
+  }
   // In passthrough the store is the only copy, and the daemon learns which
   // pages hold data only by asking it: a page stored since the mark is
   // purged too, a page never stored is no loss and stays intact.

@@ -82,6 +82,11 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
         err = EOPNOTSUPP;
         break;
       }
+      // A slot's volatility is its word's alone.
+      if (i->slots && i->slots->overlaps(*p)) {
+        err = EBUSY;
+        break;
+      }
       pages.push_back(*p);
     }
     // Which pages hold data: passthrough writes went around the daemon.
@@ -193,6 +198,10 @@ void Filesystem::unmark_batch(const OpenFile& f, const std::vector<ByteRange>& r
         err = p.err();
         break;
       }
+      if (i->slots && i->slots->overlaps(*p)) {
+        err = EBUSY;  // pinned by a slot pin, not by UNMARK
+        break;
+      }
       job->ranges.push_back(*p);
     }
   }
@@ -263,7 +272,17 @@ void Filesystem::try_status(std::shared_ptr<Inode> i, PageRange r, StatusDone do
     return;
   }
   sync_with_store(*i, r);  // resident pages, exact
+  sync_slots(*i);
   RangeStatus st = i->state->status(r);
+  if (i->slots) {
+    i->slots->for_each([&](const SlotTable::Slot& s) {
+      if (s.data.end <= r.first || r.end <= s.data.first) return;
+      const uint64_t w = SlotTable::load(s);
+      ++st.slots;
+      if (VOLFS_SLOT_STATE(w) == VOLFS_SLOT_LIVE && (w & VOLFS_SLOT_PIN_BITS)) ++st.pinned_slots;
+      if (VOLFS_SLOT_STATE(w) == VOLFS_SLOT_PURGED) ++st.purged_slots;
+    });
+  }
   lock.unlock();
   done(st);
 }

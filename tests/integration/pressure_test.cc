@@ -158,7 +158,7 @@ TEST(PressureAbi, StatsAnswersEveryVersionWithWhatItAsked) {
   EXPECT_EQ(head.size_limit_bytes, 16u * kMiB);
   EXPECT_EQ(head.mem_available_bytes, 0u);  // version 1's reserved words: zero
   EXPECT_EQ(head.mem_min_bytes, 0u);
-  EXPECT_EQ(head.requests, 0u);  // version 1 had no request count
+  EXPECT_EQ(head.requests, 0u);
   for (size_t k = VOLFS_STATS_V1_SIZE; k < sizeof v1; ++k) ASSERT_EQ(v1[k], 0xAB) << k;
 
   volfs_stats v2{};

@@ -42,7 +42,6 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_pages) == 32, "volfs_st
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, resident_pages) == 40,
                     "volfs_status.resident_pages");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, strict_pages) == 48, "volfs_status.strict_pages");
-/* The slot counts took the three reserved words. */
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, slots) == 56, "volfs_status.slots");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, pinned_slots) == 64, "volfs_status.pinned_slots");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_status, purged_slots) == 72, "volfs_status.purged_slots");
@@ -125,6 +124,23 @@ VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, reserved) == 4,
 VOLFS_LAYOUT_ASSERT(sizeof(((struct volfs_range_batch*)0)->reserved) == 12,
                     "volfs_range_batch.reserved size");
 VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_range_batch, ranges) == 16, "volfs_range_batch.ranges");
+
+/* Slots: the word (16 bytes) and the three slot ioctls' structs. */
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, word) == 0, "volfs_slot_word.word");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_word, unpinned_ns) == 8,
+                    "volfs_slot_word.unpinned_ns");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, word_offset) == 16,
+                    "volfs_slot_register.word_offset");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, flags) == 24, "volfs_slot_register.flags");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, holder) == 28,
+                    "volfs_slot_register.holder");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, result) == 32,
+                    "volfs_slot_register.result");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_register, count) == 36, "volfs_slot_register.count");
+VOLFS_LAYOUT_ASSERT(offsetof(struct volfs_slot_unregister, result) == 8,
+                    "volfs_slot_unregister.result");
+VOLFS_LAYOUT_ASSERT(VOLFS_SLOT_HOLDERS == 62u && VOLFS_SLOT_STATE_SHIFT == 62,
+                    "slot word encoding");
 
 /* Command numbers: _IOC(dir, 'V' = 0x56, nr, size) = dir << 30 | size << 16 |
  * 0x56 << 8 | nr, with dir 3 for _IOWR and 2 for _IOR (asm-generic, which

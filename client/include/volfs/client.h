@@ -31,7 +31,6 @@ int volfs_get_stats(int fd, struct volfs_stats* out);
 /* Purges up to `bytes` (VOLFS_PURGE_ALL: all); *purged gets the bytes purged. */
 int volfs_purge(int fd, uint64_t bytes, uint64_t* purged);
 
-
 /* Slots (volfs/volfs.h, docs/volatile-ranges.md "Slots"). The file must be
  * in passthrough io mode (EOPNOTSUPP otherwise). */
 
@@ -56,9 +55,9 @@ int volfs_slot_unregister(int fd, uint64_t word_offset, int* purged);
  * holder's bit while that count is positive. The open file whose bit it is
  * must stay open while a pin is held (its release drops the pins). */
 struct volfs_slot {
-  uint64_t* word;  /* &volfs_slot_word.word in a MAP_SHARED mapping of the file */
-  uint64_t bit;    /* UINT64_C(1) << holder */
-  uint32_t pins;   /* atomic: this holder's pins; bit 31 while the word is changing */
+  uint64_t* word; /* &volfs_slot_word.word in a MAP_SHARED mapping of the file */
+  uint64_t bit;   /* UINT64_C(1) << holder */
+  uint32_t pins;  /* atomic: this holder's pins; bit 31 while the word is changing */
   uint32_t reserved;
 };
 /* `pinned`: the slot was just created through this holder (its bit is set),

@@ -167,11 +167,12 @@ struct volfs_range_batch {
 #define VOLFS_SLOT_STATE_SHIFT 62
 #define VOLFS_SLOT_PIN_BITS ((UINT64_C(1) << VOLFS_SLOT_STATE_SHIFT) - 1)
 #define VOLFS_SLOT_STATE(w) ((uint32_t)((uint64_t)(w) >> VOLFS_SLOT_STATE_SHIFT))
-#define VOLFS_SLOT_NONE 0u    /* not a slot: never registered, unregistered, or overwritten */
-#define VOLFS_SLOT_LIVE 1u    /* data intact; pinned while a pin bit is set, else purgeable */
-#define VOLFS_SLOT_PURGING 2u /* the daemon is punching the data; a pin waits (futex on the
-                               * word's high 32 bits, woken when it turns PURGED) */
-#define VOLFS_SLOT_PURGED 3u  /* data lost; the next pin makes it LIVE and learns PURGED */
+#define VOLFS_SLOT_NONE 0u /* not a slot: never registered, unregistered, or overwritten */
+#define VOLFS_SLOT_LIVE 1u /* data intact; pinned while a pin bit is set, else purgeable */
+#define VOLFS_SLOT_PURGING                                                                 \
+  2u                         /* the daemon is punching the data; a pin waits (futex on the \
+                              * word's high 32 bits, woken when it turns PURGED) */
+#define VOLFS_SLOT_PURGED 3u /* data lost; the next pin makes it LIVE and learns PURGED */
 #define VOLFS_SLOT_WORD(state) ((uint64_t)(state) << VOLFS_SLOT_STATE_SHIFT)
 
 struct volfs_slot_word {
