@@ -23,6 +23,9 @@
 
 namespace volfs {
 
+// The adapter is the core's one client: it speaks the core's types unqualified.
+using namespace core;  // NOLINT(google-build-using-namespace)
+
 // Owns every OpenFile handed to the kernel as a file handle, so that none
 // leaks when the daemon stops with files still open.
 class OpenFiles {

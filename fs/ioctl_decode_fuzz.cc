@@ -39,6 +39,9 @@ constexpr Command kCommands[] = {
     {VOLFS_IOC_PURGE, sizeof(volfs_purge), false, true},
     {VOLFS_IOC_MARK_BATCH, sizeof(volfs_range_batch), true, true},
     {VOLFS_IOC_UNMARK_BATCH, sizeof(volfs_range_batch), true, true},
+    {VOLFS_IOC_SLOT_REGISTER, sizeof(volfs_slot_register), true, true},
+    {VOLFS_IOC_SLOT_HOLDER, sizeof(volfs_slot_holder), true, false},
+    {VOLFS_IOC_SLOT_UNREGISTER, sizeof(volfs_slot_unregister), true, true},
 };
 
 const Command* find(unsigned cmd) {
@@ -70,6 +73,16 @@ int expected_err(unsigned cmd, bool on_open_file, const uint8_t* in, size_t in_s
       }
     }
   }
+  if (cmd == VOLFS_IOC_SLOT_REGISTER) {
+    volfs_slot_register g;
+    std::memcpy(&g, in, sizeof(g));
+    if (g.reserved[0] != 0 || g.reserved[1] != 0) return EINVAL;
+  }
+  if (cmd == VOLFS_IOC_SLOT_UNREGISTER) {
+    volfs_slot_unregister u;
+    std::memcpy(&u, in, sizeof(u));
+    if (u.reserved32 != 0 || u.reserved[0] != 0 || u.reserved[1] != 0) return EINVAL;
+  }
   if (cmd == VOLFS_IOC_UNMARK_VOLATILE) {
     volfs_range r;
     std::memcpy(&r, in, sizeof(r));
@@ -98,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     cmd = kCommands[pick % kKnown].cmd;
   } else if (pick < 224) {
     cmd = _IOC(fdp.ConsumeIntegralInRange<unsigned>(0, 3), VOLFS_IOC_MAGIC,
-               fdp.ConsumeIntegralInRange<unsigned>(0, 9),
+               fdp.ConsumeIntegralInRange<unsigned>(0, 11),
                fdp.ConsumeIntegralInRange<unsigned>(0, _IOC_SIZEMASK));
   } else {
     cmd = fdp.ConsumeIntegral<uint32_t>();
@@ -142,6 +155,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)sum;
       break;
     }
+    case VOLFS_IOC_SLOT_REGISTER:
+      FUZZ_CHECK(holds(r.slot_register, in_ptr, true));
+      break;
+    case VOLFS_IOC_SLOT_UNREGISTER:
+      FUZZ_CHECK(holds(r.slot_unregister, in_ptr, true));
+      break;
+    case VOLFS_IOC_SLOT_HOLDER:
+      break;  // output only: nothing decoded
     default:
       FUZZ_CHECK(holds(r.range, in_ptr, true));
       break;

@@ -22,7 +22,7 @@ std::optional<std::string> volfs_mount_device(const std::string& mountpoint) {
     std::istringstream tail(line.substr(sep + 3));
     std::string fstype;
     tail >> fstype;
-    if (fstype == "fuse.volfs" && unescape_mountinfo(point) == mountpoint)
+    if (fstype == "fuse.volfs" && core::unescape_mountinfo(point) == mountpoint)
       found = dev;  // the newest wins
   }
   return found;

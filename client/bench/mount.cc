@@ -270,7 +270,8 @@ bool is_mounted(const std::string& mountpoint) {
   while (std::getline(in, line)) {
     std::istringstream ls(line);
     std::string id, parent, dev, root, mnt;
-    if (ls >> id >> parent >> dev >> root >> mnt && volfs::unescape_mountinfo(mnt) == mountpoint) {
+    if (ls >> id >> parent >> dev >> root >> mnt &&
+        volfs::core::unescape_mountinfo(mnt) == mountpoint) {
       return true;
     }
   }
@@ -342,7 +343,7 @@ void remove_tree(const std::string& dir) {
     std::istringstream ls(line);
     std::string id, parent, dev, root, mnt;
     if (ls >> id >> parent >> dev >> root >> mnt) {
-      std::string m = volfs::unescape_mountinfo(mnt);
+      std::string m = volfs::core::unescape_mountinfo(mnt);
       if (m.size() > dir.size() && m.compare(0, dir.size() + 1, dir + "/") == 0) {
         std::fprintf(stderr, "volbench: not removing %s: %s is mounted inside\n", dir.c_str(),
                      m.c_str());

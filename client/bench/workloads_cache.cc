@@ -198,12 +198,12 @@ void run_cache(Env& env) {
     pick(put_bw).v.push_back(large_bytes / put_large / 1e9);
     pick(get_bw).v.push_back(large_bytes / get_large / 1e9);
   });
-  put_med.note =
-      "fresh cache per rep: " + std::to_string(small.keys) + " keys of 4 KiB, then " +
-      std::to_string(large.keys) +
-      " of 1 MiB; every get reads all bytes of the value; volfs = SharedCache (pin = "
-      "UNMARK, release = MARK, values mapped and checksummed), tmpfs = write temp file + "
-      "rename / open+fstat+read+close";
+  put_med.note = "fresh cache per rep: " + std::to_string(small.keys) + " keys of 4 KiB, then " +
+                 std::to_string(large.keys) +
+                 " of 1 MiB; every get reads all bytes of the value; volfs = SharedCache (pin = "
+                 "slot CAS under the index lock, release = unpin, values mapped and checksummed), "
+                 "tmpfs = write temp file + "
+                 "rename / open+fstat+read+close";
   get_requests.note =
       "requests the daemon served during the 4 KiB get loop (STATS.requests after - before - 1), "
       "divided by the gets";

@@ -35,6 +35,8 @@ namespace {
 
 constexpr uint32_t kMaxEntriesLimit = 1u << 24;
 constexpr uint32_t kMaxLeasesLimit = 1u << 20;
+constexpr uint32_t kMaxSegmentsLimit = 1u << 16;
+constexpr uint32_t kMaxSlotsLimit = 1u << 26;
 
 [[noreturn]] void throw_errno(int err, const std::string& what) {
   throw std::system_error(err, std::generic_category(), "volfs cache: " + what);
@@ -51,20 +53,48 @@ uint32_t bucket_count_for(uint32_t max_entries) {
   return std::bit_ceil(std::max<uint32_t>(2 * max_entries, 16));
 }
 
+// Slots a segment of class c holds: segment_bytes of data, at least one slot,
+// at most what one registration call takes.
+uint32_t slots_per_segment(uint64_t segment_bytes, uint64_t slot_bytes) {
+  uint64_t n = std::max<uint64_t>(1, segment_bytes / slot_bytes);
+  return static_cast<uint32_t>(std::min<uint64_t>(n, VOLFS_SLOT_REGISTER_MAX));
+}
+
+// The geometry with max_slots chosen if left 0.
+IndexGeometry resolved(IndexGeometry g) {
+  if (g.max_slots == 0 && g.page_size > 0) {
+    uint64_t n = uint64_t{4} * g.max_entries + 2 * slots_per_segment(g.segment_bytes, g.page_size);
+    g.max_slots = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxSlotsLimit));
+  }
+  return g;
+}
+
 uint64_t segment_size_for(const IndexGeometry& g) {
   uint64_t payload = uint64_t{g.max_entries} * sizeof(Entry) +
                      uint64_t{bucket_count_for(g.max_entries)} * sizeof(uint32_t) +
-                     uint64_t{g.max_leases} * sizeof(Lease) + sizeof(Index);
+                     uint64_t{g.max_leases} * sizeof(Lease) +
+                     uint64_t{g.max_segments} * sizeof(SegmentRecord) +
+                     uint64_t{g.max_slots} * sizeof(SlotRecord) + sizeof(Index);
   // Room for the segment manager, the name index and per-allocation headers.
   uint64_t size = payload + payload / 64 + uint64_t{64} * 1024;
   return (size + 4095) & ~uint64_t{4095};
 }
 
+bool geometry_ok(const IndexGeometry& g) {
+  return g.max_entries >= 1 && g.max_entries <= kMaxEntriesLimit && g.max_leases >= 1 &&
+         g.max_leases <= kMaxLeasesLimit && g.max_segments >= 1 &&
+         g.max_segments <= kMaxSegmentsLimit && g.max_slots >= 1 && g.max_slots <= kMaxSlotsLimit &&
+         g.page_size >= 4096 && std::has_single_bit(g.page_size) &&
+         g.segment_bytes >= g.page_size && g.segment_bytes <= (uint64_t{1} << 40);
+}
+
 void check_geometry(const IndexGeometry& g) {
-  if (g.max_entries < 1 || g.max_entries > kMaxEntriesLimit || g.max_leases < 1 ||
-      g.max_leases > kMaxLeasesLimit) {
+  if (!geometry_ok(resolved(g))) {
     throw_errno(EINVAL, "max_entries must be in 1.." + std::to_string(kMaxEntriesLimit) +
-                            " and max_leases in 1.." + std::to_string(kMaxLeasesLimit));
+                            ", max_leases in 1.." + std::to_string(kMaxLeasesLimit) +
+                            ", max_segments in 1.." + std::to_string(kMaxSegmentsLimit) +
+                            ", max_slots in 0.." + std::to_string(kMaxSlotsLimit) +
+                            " and segment_bytes at least a page");
   }
 }
 
@@ -85,6 +115,9 @@ std::string abi_difference(const AbiFingerprint& have, const AbiFingerprint& wan
       {"sizeof(segment_manager)", &AbiFingerprint::segment_manager_size},
       {"BOOST_VERSION", &AbiFingerprint::boost_version},
       {"max key size", &AbiFingerprint::max_key_size},
+      {"sizeof(SegmentRecord)", &AbiFingerprint::segment_record_size},
+      {"sizeof(volfs_slot_word)", &AbiFingerprint::slot_word_size},
+      {"size classes", &AbiFingerprint::size_classes},
   };
   for (const Field& f : kFields) {
     if (have.*f.member != want.*f.member) {
@@ -107,7 +140,9 @@ struct FdCloser {
 
 }  // namespace
 
-uint64_t index_file_size(const IndexGeometry& g) { return kSegmentOffset + segment_size_for(g); }
+uint64_t index_file_size(const IndexGeometry& g) {
+  return kSegmentOffset + segment_size_for(resolved(g));
+}
 
 CacheIndex::CacheIndex(std::filesystem::path path, void* base, size_t size)
     : path_(std::move(path)), base_(base), size_(size), header_(static_cast<IndexHeader*>(base)) {}
@@ -147,7 +182,8 @@ std::unique_ptr<CacheIndex> CacheIndex::open(const std::filesystem::path& path,
 }
 
 std::unique_ptr<CacheIndex> CacheIndex::build(const std::filesystem::path& tmp,
-                                              const IndexGeometry& g, mode_t mode) {
+                                              const IndexGeometry& wanted, mode_t mode) {
+  const IndexGeometry g = resolved(wanted);
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) throw_errno(errno, "create " + tmp.string());
   FdCloser closer{fd};
@@ -173,6 +209,10 @@ std::unique_ptr<CacheIndex> CacheIndex::build(const std::filesystem::path& tmp,
   h->max_entries = g.max_entries;
   h->bucket_count = bucket_count_for(g.max_entries);
   h->max_leases = g.max_leases;
+  h->max_segments = g.max_segments;
+  h->max_slots = g.max_slots;
+  h->page_size = g.page_size;
+  h->segment_bytes = g.segment_bytes;
 
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
@@ -186,7 +226,8 @@ std::unique_ptr<CacheIndex> CacheIndex::build(const std::filesystem::path& tmp,
     index->segment_ = std::make_unique<Segment>(
         bip::create_only, static_cast<char*>(base) + kSegmentOffset, segment_size);
     index->index_ = index->segment_->construct<Index>(kIndexObjectName)(
-        g.max_entries, h->bucket_count, g.max_leases, index->segment_->get_segment_manager());
+        g.max_entries, h->bucket_count, g.max_leases, g.max_segments, g.max_slots,
+        index->segment_->get_segment_manager());
   } catch (const bip::bad_alloc&) {
     ::unlink(tmp.c_str());
     throw std::logic_error("volfs cache: index segment sized too small (a bug)");
@@ -198,8 +239,10 @@ std::unique_ptr<CacheIndex> CacheIndex::build(const std::filesystem::path& tmp,
     h->free_head = i;
   }
   h->lru_head = h->lru_tail = kNil;
+  for (ClassFreeList& c : h->classes) c = ClassFreeList{kNil, kNil, 0, 0};
   h->next_value_id = 1;
   h->next_serial = 1;
+  h->next_file_id = 1;
   h->tick = 1;
   h->ready = kIndexReady;
   return index;
@@ -230,9 +273,10 @@ std::unique_ptr<CacheIndex> CacheIndex::attach(int fd, const std::filesystem::pa
     throw_mismatch(path, diff);
   }
   if (h.ready != kIndexReady) throw_mismatch(path, "index not completely built");
+  const IndexGeometry hg{h.max_entries, h.max_leases,    h.max_segments,
+                         h.max_slots,   h.segment_bytes, h.page_size};
   if (h.file_size != file_size || h.segment_offset != kSegmentOffset ||
-      h.segment_size > file_size - kSegmentOffset || h.max_entries < 1 ||
-      h.max_entries > kMaxEntriesLimit || h.max_leases < 1 || h.max_leases > kMaxLeasesLimit ||
+      h.segment_size > file_size - kSegmentOffset || !geometry_ok(hg) ||
       h.bucket_count != bucket_count_for(h.max_entries)) {
     throw_mismatch(path, "inconsistent geometry in the header (file of " +
                              std::to_string(file_size) + " bytes, header says " +
@@ -247,7 +291,8 @@ std::unique_ptr<CacheIndex> CacheIndex::attach(int fd, const std::filesystem::pa
   // The segment is immutable after creation, so an unlocked find is safe.
   auto [found, count] = index->segment_->find<Index>(kIndexObjectName);
   if (!found || count != 1 || found->entries.size() != h.max_entries ||
-      found->buckets.size() != h.bucket_count || found->leases.size() != h.max_leases) {
+      found->buckets.size() != h.bucket_count || found->leases.size() != h.max_leases ||
+      found->segments.size() != h.max_segments || found->slots.size() != h.max_slots) {
     throw_mismatch(path, "the index object in the segment is missing or of another size");
   }
   index->index_ = found;
@@ -334,10 +379,10 @@ void CacheIndex::publish_entry(uint32_t i) {
   IndexHeader& h = header();
   Entry& e = entry(i);
   assert(e.state == kEntryFree);
-  e.pins = 0;
   e.last_use = ++h.tick;
   e.state = kEntryLive;  // the commit point
   fault_point("publish.after_commit");
+  if (e.segment != kNil) slot_record(slot_index(e.segment, e.slot)).user = i;
   link_hash(i);
   link_lru_front(i);
   ++h.live_entries;
@@ -356,6 +401,13 @@ void CacheIndex::remove_entry(uint32_t i) {
   h.live_bytes -= e.size;
   e.hash_next = h.free_head;
   h.free_head = i;
+  if (e.segment != kNil) {
+    uint32_t g = slot_index(e.segment, e.slot);
+    assert(slot_record(g).user == i);
+    // Free, though readers may still pin it: take_free_slot skips it until
+    // their pins are gone.
+    push_free_slot(g);
+  }
 }
 
 void CacheIndex::touch(uint32_t i) {
@@ -365,11 +417,115 @@ void CacheIndex::touch(uint32_t i) {
   link_lru_front(i);
 }
 
-uint32_t CacheIndex::lru_victim() const {
+uint32_t CacheIndex::lru_victim(const SlotBusy& busy, uint32_t cls) const {
   for (uint32_t i = header().lru_tail; i != kNil; i = entry(i).lru_prev) {
-    if (entry(i).pins == 0) return i;
+    const Entry& e = entry(i);
+    if (e.segment == kNil) {
+      if (cls == kSizeClasses) return i;
+      continue;
+    }
+    if (cls != kSizeClasses && segment(e.segment).size_class != cls) continue;
+    if (!busy(e.segment, e.slot)) return i;
   }
   return kNil;
+}
+
+// ---- Segments and slots ----
+
+uint32_t CacheIndex::size_class_for(uint64_t size) const {
+  const uint64_t page = header().page_size;
+  const uint64_t pages = (size + page - 1) / page;
+  uint32_t c = 0;
+  while (c < kSizeClasses && (uint64_t{1} << c) < pages) ++c;
+  return c;
+}
+
+uint32_t CacheIndex::plan_segment(uint32_t c, SegmentRecord* plan) {
+  IndexHeader& h = header();
+  assert(c < kSizeClasses);
+  uint32_t s = 0;
+  while (s < max_segments() && segment(s).state != kSegmentFree) ++s;
+  if (s == max_segments()) return kNil;
+  SegmentRecord r{};
+  r.size_class = c;
+  r.slot_bytes = slot_bytes(c);
+  r.slot_count = slots_per_segment(h.segment_bytes, r.slot_bytes);
+  if (r.slot_count > max_slots() - h.slots_used) {
+    // The slot table's last records still make a (smaller) segment.
+    r.slot_count = max_slots() - h.slots_used;
+    if (r.slot_count == 0) return kNil;
+  }
+  const uint64_t words = uint64_t{r.slot_count} * sizeof(volfs_slot_word);
+  r.data_offset = (words + h.page_size - 1) / h.page_size * h.page_size;
+  r.file_size = r.data_offset + uint64_t{r.slot_count} * r.slot_bytes;
+  r.first_slot = h.slots_used;
+  r.file_id = h.next_file_id++;  // never reused, even if this plan is dropped
+  r.state = kSegmentFree;
+  *plan = r;
+  return s;
+}
+
+void CacheIndex::publish_segment(uint32_t s, const SegmentRecord& plan) {
+  IndexHeader& h = header();
+  assert(segment(s).state == kSegmentFree && plan.first_slot == h.slots_used);
+  SegmentRecord& r = segment(s);
+  r = plan;
+  r.state = kSegmentReady;  // the commit point
+  fault_point("segment.after_commit");
+  h.slots_used = r.first_slot + r.slot_count;
+  ++h.classes[r.size_class].segments;
+  ++h.counters.segments_created;
+  for (uint32_t k = 0; k < r.slot_count; ++k) {
+    SlotRecord& sr = slot_record(r.first_slot + k);
+    sr.segment = s;
+    push_free_slot(r.first_slot + k);
+  }
+}
+
+void CacheIndex::push_free_slot(uint32_t g) {
+  SlotRecord& sr = slot_record(g);
+  ClassFreeList& c = header().classes[segment(sr.segment).size_class];
+  sr.user = kNil;
+  sr.next = kNil;
+  if (c.tail == kNil) {
+    c.head = g;
+  } else {
+    slot_record(c.tail).next = g;
+  }
+  c.tail = g;
+  ++c.count;
+}
+
+uint32_t CacheIndex::take_free_slot(uint32_t cls, const SlotBusy& busy) {
+  ClassFreeList& c = header().classes[cls];
+  // Each free slot is looked at once: a pinned one goes to the back.
+  for (uint32_t n = c.count; n > 0; --n) {
+    uint32_t g = c.head;
+    SlotRecord& sr = slot_record(g);
+    // Asked before the slot leaves the list: if busy() throws, nothing moved.
+    const bool pinned = busy(sr.segment, g - segment(sr.segment).first_slot);
+    c.head = sr.next;
+    if (c.head == kNil) c.tail = kNil;
+    --c.count;
+    if (!pinned) {
+      sr.user = kSlotWriting;
+      sr.next = kNil;
+      return g;
+    }
+    push_free_slot(g);
+  }
+  return kNil;
+}
+
+void CacheIndex::free_slot(uint32_t g) {
+  assert(slot_record(g).user == kSlotWriting);
+  push_free_slot(g);
+}
+
+uint64_t CacheIndex::free_slots() const {
+  uint64_t n = 0;
+  for (const ClassFreeList& c : header().classes) n += c.count;
+  return n;
 }
 
 // ---- Leases ----
@@ -385,7 +541,8 @@ uint32_t CacheIndex::add_lease(const Lease& l) {
     slot.pid = l.pid;
     slot.start_time = l.start_time;
     slot.value_id = l.value_id;
-    slot.entry = l.entry;
+    slot.segment = l.segment;
+    slot.slot = l.slot;
     slot.serial = h.next_serial++;
     slot.kind = l.kind;  // the commit point
     h.lease_hint = (i + 1) % n;
@@ -394,45 +551,21 @@ uint32_t CacheIndex::add_lease(const Lease& l) {
   return kNil;
 }
 
-uint32_t CacheIndex::add_write_lease(const ProcessIdentity& owner, uint64_t* value_id) {
+uint32_t CacheIndex::add_write_lease(const ProcessIdentity& owner, uint32_t g, uint64_t* value_id) {
+  assert(slot_record(g).user == kSlotWriting);
   Lease l{};
   l.kind = kLeaseWrite;
   l.pid = owner.pid;
   l.start_time = owner.start_time;
   l.value_id = header().next_value_id;
-  l.entry = kNil;
+  l.segment = slot_record(g).segment;
+  l.slot = g - segment(l.segment).first_slot;
   uint32_t i = add_lease(l);
   if (i != kNil) {
     ++header().next_value_id;
     *value_id = l.value_id;
   }
   return i;
-}
-
-uint32_t CacheIndex::add_pin(uint32_t e, const ProcessIdentity& owner) {
-  Lease l{};
-  l.kind = kLeasePin;
-  l.pid = owner.pid;
-  l.start_time = owner.start_time;
-  l.value_id = entry(e).value_id;
-  l.entry = e;
-  uint32_t i = add_lease(l);
-  if (i != kNil) {
-    ++entry(e).pins;
-    ++header().pinned;
-  }
-  return i;
-}
-
-uint32_t CacheIndex::release_pin(uint32_t l) {
-  Lease& lz = lease(l);
-  assert(lz.kind == kLeasePin);
-  lz.kind = kLeaseFree;  // the commit point
-  --header().pinned;
-  uint32_t e = find_value(lz.value_id, lz.entry);
-  if (e == kNil) return kNil;  // erased or replaced while pinned
-  assert(entry(e).pins > 0);
-  return --entry(e).pins == 0 ? e : kNil;
 }
 
 void CacheIndex::release_write_lease(uint32_t l) {
@@ -446,10 +579,9 @@ bool CacheIndex::lease_is(uint32_t l, uint64_t serial, pid_t pid) const {
   return lz.kind != kLeaseFree && lz.serial == serial && lz.pid == pid;
 }
 
-CacheIndex::Reclaimed CacheIndex::reclaim_leases(
-    const std::function<bool(const ProcessIdentity&)>& alive) {
-  Reclaimed out;
-  // One verdict per owner per pass: a dead reader may hold many pins.
+size_t CacheIndex::reclaim_leases(const std::function<bool(const ProcessIdentity&)>& alive) {
+  size_t reclaimed = 0;
+  // One verdict per owner per pass.
   std::vector<std::pair<ProcessIdentity, bool>> verdicts;
   auto is_alive = [&](const ProcessIdentity& who) {
     for (auto& [p, v] : verdicts) {
@@ -463,19 +595,16 @@ CacheIndex::Reclaimed CacheIndex::reclaim_leases(
     Lease& lz = lease(l);
     if (lz.kind == kLeaseFree) continue;
     if (is_alive(ProcessIdentity{lz.pid, lz.start_time})) continue;
-    ++out.leases;
-    if (lz.kind == kLeasePin) {
-      uint32_t e = release_pin(l);
-      if (e != kNil) out.unpinned.push_back(e);
-    } else {
-      // A value that the dead writer managed to publish is in the index and
-      // stays; only an unpublished one is abandoned.
-      if (find_value(lz.value_id, kNil) == kNil) out.abandoned_values.push_back(lz.value_id);
-      lz.kind = kLeaseFree;
-    }
+    ++reclaimed;
+    lz.kind = kLeaseFree;  // the commit point
+    // A value the dead writer managed to publish holds the slot and stays;
+    // an unpublished one is abandoned. Its pin went with the writer's open
+    // file (the daemon cleared the bit); until then take_free_slot skips it.
+    uint32_t g = slot_index(lz.segment, lz.slot);
+    if (slot_record(g).user == kSlotWriting) free_slot(g);
   }
-  header().counters.leases_reclaimed += out.leases;
-  return out;
+  header().counters.leases_reclaimed += reclaimed;
+  return reclaimed;
 }
 
 // ---- Recovery ----
@@ -484,9 +613,53 @@ void CacheIndex::rebuild() {
   IndexHeader& h = header();
   const uint32_t n = max_entries();
 
+  // 0. Authoritative: the ready segments. Their slots must tile the slot
+  // table from 0 without overlap; a record that breaks that is dropped (its
+  // file becomes garbage, its entries are freed below).
+  uint32_t slots_used = 0;
+  for (ClassFreeList& c : h.classes) c = ClassFreeList{kNil, kNil, 0, 0};
+  {
+    std::vector<uint32_t> ready;
+    for (uint32_t s = 0; s < max_segments(); ++s) {
+      SegmentRecord& r = segment(s);
+      if (r.state != kSegmentReady) {
+        r.state = kSegmentFree;
+        continue;
+      }
+      if (r.size_class >= kSizeClasses || r.slot_count == 0 ||
+          r.slot_bytes != slot_bytes(r.size_class) ||
+          uint64_t{r.first_slot} + r.slot_count > max_slots()) {
+        r.state = kSegmentFree;
+        continue;
+      }
+      ready.push_back(s);
+    }
+    std::sort(ready.begin(), ready.end(), [&](uint32_t a, uint32_t b) {
+      return segment(a).first_slot < segment(b).first_slot;
+    });
+    for (uint32_t s : ready) {
+      SegmentRecord& r = segment(s);
+      if (r.first_slot != slots_used) {
+        r.state = kSegmentFree;
+        continue;
+      }
+      for (uint32_t k = 0; k < r.slot_count; ++k) {
+        slot_record(r.first_slot + k) = SlotRecord{kNil, kNil, s, 0};
+      }
+      slots_used += r.slot_count;
+      ++h.classes[r.size_class].segments;
+    }
+  }
+  h.slots_used = slots_used;
+  auto slot_ok = [&](uint32_t seg, uint32_t k) {
+    return seg < max_segments() && segment(seg).state == kSegmentReady &&
+           k < segment(seg).slot_count;
+  };
+
   // 1. Authoritative: which entries are live. A live entry must be
-  // well-formed; of two live entries with one key (a put killed between
-  // publishing the new value and removing the old), the newer value wins.
+  // well-formed and name a slot of a ready segment; of two live entries with
+  // one key (a put killed between publishing the new value and removing the
+  // old), the newer value wins.
   std::unordered_map<std::string_view, uint32_t> by_key;
   uint64_t max_value_id = 0;
   uint64_t max_tick = h.tick;
@@ -496,7 +669,14 @@ void CacheIndex::rebuild() {
       e.state = kEntryFree;
       continue;
     }
-    if (e.key_size < 1 || e.key_size > kMaxKeySize || (e.value_id == 0 && e.size != 0)) {
+    bool ok = e.key_size >= 1 && e.key_size <= kMaxKeySize;
+    if (e.segment == kNil) {
+      ok = ok && e.size == 0;
+    } else {
+      ok =
+          ok && e.size > 0 && slot_ok(e.segment, e.slot) && e.size <= segment(e.segment).slot_bytes;
+    }
+    if (!ok) {
       e.state = kEntryFree;
       continue;
     }
@@ -514,16 +694,28 @@ void CacheIndex::rebuild() {
     }
   }
 
-  // 2. Derived: chains, free list, totals.
+  // 2. Derived: chains, free list, totals, slot users. Two live entries in
+  // one slot cannot both be right: the newer value keeps it.
   std::fill(index_->buckets.begin(), index_->buckets.end(), kNil);
+  for (uint32_t i = 0; i < n; ++i) {
+    Entry& e = entry(i);
+    if (e.state != kEntryLive || e.segment == kNil) continue;
+    SlotRecord& sr = slot_record(slot_index(e.segment, e.slot));
+    if (sr.user == kNil) {
+      sr.user = i;
+    } else if (entry(sr.user).value_id < e.value_id) {
+      entry(sr.user).state = kEntryFree;
+      sr.user = i;
+    } else {
+      e.state = kEntryFree;
+    }
+  }
   h.free_head = kNil;
   h.live_entries = 0;
   h.live_bytes = 0;
-  std::unordered_map<uint64_t, uint32_t> by_value;
   std::vector<uint32_t> live;
   for (uint32_t i = n; i-- > 0;) {
     Entry& e = entry(i);
-    e.pins = 0;
     e.lru_prev = e.lru_next = kNil;
     if (e.state == kEntryLive) {
       link_hash(i);
@@ -532,33 +724,30 @@ void CacheIndex::rebuild() {
       h.live_bytes += e.size;
       max_value_id = std::max(max_value_id, e.value_id);
       max_tick = std::max(max_tick, e.last_use);
-      if (e.value_id != 0) by_value.emplace(e.value_id, i);
     } else {
       e.hash_next = h.free_head;
       h.free_head = i;
     }
   }
 
-  // 3. Pins from the leases.
-  h.pinned = 0;
+  // 3. Write leases hold their slots unless an entry does (published).
   uint64_t max_serial = 0;
   for (uint32_t l = 0; l < max_leases(); ++l) {
     Lease& lz = lease(l);
-    if (lz.kind != kLeasePin && lz.kind != kLeaseWrite) lz.kind = kLeaseFree;
+    if (lz.kind != kLeaseWrite || !slot_ok(lz.segment, lz.slot)) lz.kind = kLeaseFree;
     if (lz.kind == kLeaseFree) continue;
     max_serial = std::max(max_serial, lz.serial);
     max_value_id = std::max(max_value_id, lz.value_id);
-    if (lz.kind == kLeasePin) {
-      ++h.pinned;
-      auto it = by_value.find(lz.value_id);
-      if (it != by_value.end()) {
-        ++entry(it->second).pins;
-        lz.entry = it->second;
-      }
-    }
+    SlotRecord& sr = slot_record(slot_index(lz.segment, lz.slot));
+    if (sr.user == kNil) sr.user = kSlotWriting;
   }
 
-  // 4. The LRU list, most recent first.
+  // 4. Free slots, in slot order.
+  for (uint32_t g = 0; g < slots_used; ++g) {
+    if (slot_record(g).user == kNil) push_free_slot(g);
+  }
+
+  // 5. The LRU list, most recent first.
   std::sort(live.begin(), live.end(),
             [&](uint32_t a, uint32_t b) { return entry(a).last_use > entry(b).last_use; });
   h.lru_head = h.lru_tail = kNil;
@@ -567,6 +756,11 @@ void CacheIndex::rebuild() {
   h.tick = max_tick + 1;
   h.next_value_id = std::max(h.next_value_id, max_value_id + 1);
   h.next_serial = std::max(h.next_serial, max_serial + 1);
+  uint64_t max_file_id = 0;
+  for (uint32_t s = 0; s < max_segments(); ++s) {
+    if (segment(s).state == kSegmentReady) max_file_id = std::max(max_file_id, segment(s).file_id);
+  }
+  h.next_file_id = std::max(h.next_file_id, max_file_id + 1);
   if (h.lease_hint >= max_leases()) h.lease_hint = 0;
   assert(check().empty());
 }
@@ -612,24 +806,77 @@ std::string CacheIndex::check() const {
     if (prev != kNil && entry(prev).last_use < entry(i).last_use) return "LRU list out of order";
   }
   if (lru != live || h.lru_tail != prev) return "LRU list does not hold every live entry";
-  std::vector<uint32_t> pins(n, 0);
-  uint32_t pinned = 0;
+
+  // Segments tile the slot table; each slot's user agrees with the entries
+  // and leases; every other slot is on its class's free list exactly once.
+  std::vector<uint32_t> owner(h.slots_used, kNil);  // segment of each slot
+  uint32_t segments_of[kSizeClasses] = {};
+  for (uint32_t s = 0; s < max_segments(); ++s) {
+    const SegmentRecord& r = segment(s);
+    if (r.state == kSegmentFree) continue;
+    if (r.state != kSegmentReady || r.size_class >= kSizeClasses) {
+      return "segment " + std::to_string(s) + " is broken";
+    }
+    if (uint64_t{r.first_slot} + r.slot_count > h.slots_used) {
+      return "segment " + std::to_string(s) + " lies beyond slots_used";
+    }
+    ++segments_of[r.size_class];
+    for (uint32_t k = 0; k < r.slot_count; ++k) {
+      if (owner[r.first_slot + k] != kNil) return "two segments share a slot";
+      owner[r.first_slot + k] = s;
+    }
+  }
+  std::vector<uint32_t> want(h.slots_used, kNil);
+  for (uint32_t i = 0; i < n; ++i) {
+    const Entry& e = entry(i);
+    if (seen[i] != 1 || e.segment == kNil) continue;
+    if (e.segment >= max_segments() || segment(e.segment).state != kSegmentReady ||
+        e.slot >= segment(e.segment).slot_count) {
+      return "entry " + std::to_string(i) + " names no slot";
+    }
+    uint32_t g = slot_index(e.segment, e.slot);
+    if (want[g] != kNil) return "two live entries share slot " + std::to_string(g);
+    want[g] = i;
+  }
   for (uint32_t l = 0; l < max_leases(); ++l) {
     const Lease& lz = lease(l);
     if (lz.kind == kLeaseFree) continue;
-    if (lz.kind != kLeasePin && lz.kind != kLeaseWrite) return "lease of unknown kind";
+    if (lz.kind != kLeaseWrite) return "lease of unknown kind";
     if (lz.value_id >= h.next_value_id) return "lease of a value id not handed out yet";
-    if (lz.kind == kLeasePin) {
-      ++pinned;
-      uint32_t e = find_value(lz.value_id, lz.entry);
-      if (e != kNil) ++pins[e];
+    if (lz.segment >= max_segments() || segment(lz.segment).state != kSegmentReady ||
+        lz.slot >= segment(lz.segment).slot_count) {
+      return "lease " + std::to_string(l) + " names no slot";
+    }
+    uint32_t g = slot_index(lz.segment, lz.slot);
+    if (want[g] == kNil) want[g] = kSlotWriting;
+  }
+  std::vector<uint8_t> on_free(h.slots_used, 0);
+  for (uint32_t c = 0; c < kSizeClasses; ++c) {
+    const ClassFreeList& fl = h.classes[c];
+    if (fl.segments != segments_of[c]) return "segment count of class " + std::to_string(c);
+    uint32_t count = 0, last = kNil;
+    for (uint32_t g = fl.head; g != kNil; last = g, g = slot_record(g).next) {
+      if (g >= h.slots_used || on_free[g] || ++count > fl.count) {
+        return "free slot list of class " + std::to_string(c) + " is broken";
+      }
+      on_free[g] = 1;
+      if (owner[g] == kNil || segment(owner[g]).size_class != c) {
+        return "slot " + std::to_string(g) + " on the wrong free list";
+      }
+    }
+    if (count != fl.count || fl.tail != last)
+      return "free slot count of class " + std::to_string(c);
+  }
+  for (uint32_t g = 0; g < h.slots_used; ++g) {
+    const SlotRecord& sr = slot_record(g);
+    if (owner[g] == kNil) return "slot " + std::to_string(g) + " belongs to no segment";
+    if (sr.segment != owner[g]) return "slot " + std::to_string(g) + " names the wrong segment";
+    if (sr.user != want[g]) return "user of slot " + std::to_string(g) + " is off";
+    if ((sr.user == kNil) != (on_free[g] == 1)) {
+      return "slot " + std::to_string(g) + (on_free[g] ? " is free and used" : " is lost");
     }
   }
-  if (pinned != h.pinned) return "pinned is off";
   for (uint32_t i = 0; i < n; ++i) {
-    if (seen[i] == 1 && entry(i).pins != pins[i]) {
-      return "pins of entry " + std::to_string(i) + " disagree with the leases";
-    }
     if (seen[i] == 1 && entry(i).value_id >= h.next_value_id) {
       return "entry " + std::to_string(i) + " has a value id not handed out yet";
     }

@@ -4,9 +4,11 @@
 // volfs ioctls, so it is unit-tested on any filesystem.
 //
 // Invariant (whenever the lock is free): the derived fields of the index
-// (chains, LRU list, free list, pin counts, totals) agree with the
-// authoritative ones (entry states, keys, value ids, last_use, leases);
-// check() verifies it and rebuild() restores it after a crash.
+// (chains, LRU list, free lists of entries and slots, slot users, totals)
+// agree with the authoritative ones (entry states, keys, value ids, slots,
+// last_use, write leases, segment records); check() verifies it and
+// rebuild() restores it after a crash. Slot words live in the segment files,
+// not here: whether a slot is pinned comes in through a SlotBusy callback.
 #pragma once
 
 #include <sys/types.h>
@@ -27,8 +29,16 @@ namespace volfs::cache_detail {
 
 struct IndexGeometry {
   uint32_t max_entries = 4096;
-  uint32_t max_leases = 1024;
+  uint32_t max_leases = 1024;  // puts in flight
+  uint32_t max_segments = 256;
+  uint32_t max_slots = 0;  // 0: 4 * max_entries + 2 * the slots of a one-page-class segment
+  uint64_t segment_bytes = uint64_t{16} << 20;
+  uint32_t page_size = 4096;
 };
+
+// True while the slot's word carries pin bits (a reader or a put holds it).
+// Under the index lock pins only go away: every pin is taken under it.
+using SlotBusy = std::function<bool(uint32_t segment, uint32_t slot)>;
 
 // The file size an index of this geometry takes.
 uint64_t index_file_size(const IndexGeometry& g);
@@ -53,8 +63,18 @@ class CacheIndex {
   const void* mapping_base() const { return base_; }
   uint32_t max_entries() const { return header_->max_entries; }
   uint32_t max_leases() const { return header_->max_leases; }
+  uint32_t max_segments() const { return header_->max_segments; }
+  uint32_t max_slots() const { return header_->max_slots; }
   Entry& entry(uint32_t i) const { return index_->entries[i]; }
   Lease& lease(uint32_t i) const { return index_->leases[i]; }
+  SegmentRecord& segment(uint32_t i) const { return index_->segments[i]; }
+  SlotRecord& slot_record(uint32_t g) const { return index_->slots[g]; }
+
+  // The size class of a value of `size` (> 0) bytes, kSizeClasses if none
+  // holds it; the slot size of class c.
+  uint32_t size_class_for(uint64_t size) const;
+  uint64_t slot_bytes(uint32_t c) const { return uint64_t{header_->page_size} << c; }
+  uint64_t max_value_size() const { return slot_bytes(kSizeClasses - 1); }
 
   // ---- Everything below requires the lock (IndexLock). ----
 
@@ -71,30 +91,40 @@ class CacheIndex {
   void remove_entry(uint32_t i);
   // Makes a live entry the most recently used.
   void touch(uint32_t i);
-  // The least recently used live entry without pins, or kNil.
-  uint32_t lru_victim() const;
+  // The least recently used live entry whose slot is not busy (an empty
+  // value has none), of size class `cls` only unless it is kSizeClasses; kNil
+  // if there is none.
+  uint32_t lru_victim(const SlotBusy& busy, uint32_t cls = kSizeClasses) const;
 
-  // A new value id and a write lease on it for `owner`; kNil if the lease
-  // table is full.
-  uint32_t add_write_lease(const ProcessIdentity& owner, uint64_t* value_id);
-  // A pin lease on live entry i; kNil if the lease table is full.
-  uint32_t add_pin(uint32_t entry, const ProcessIdentity& owner);
-  // Drops pin lease l. Returns the entry whose last pin that was (its value
-  // must be marked volatile again), or kNil.
-  uint32_t release_pin(uint32_t l);
-  // Drops write lease l.
+  // ---- Segments and slots ----
+
+  // The record a new segment of class c would get (file_id, geometry,
+  // first_slot), in *plan, and its index; kNil if the segment table or the
+  // slot table is full. Nothing changes until publish_segment.
+  uint32_t plan_segment(uint32_t c, SegmentRecord* plan);
+  // Commits a planned segment whose file is complete: its slots become free.
+  void publish_segment(uint32_t s, const SegmentRecord& plan);
+  // Takes the oldest free slot of class c that busy() says nobody pins (a
+  // free slot may still be pinned by readers of the value it held) and
+  // makes it kSlotWriting. Returns its global index (slot_record), or kNil.
+  uint32_t take_free_slot(uint32_t c, const SlotBusy& busy);
+  // Returns a kSlotWriting slot that never got published to its free list.
+  void free_slot(uint32_t g);
+  // The global slot index of slot k of segment s.
+  uint32_t slot_index(uint32_t s, uint32_t k) const { return segment(s).first_slot + k; }
+
+  // A new value id and a write lease on slot g (kSlotWriting) for `owner`;
+  // kNil if the lease table is full.
+  uint32_t add_write_lease(const ProcessIdentity& owner, uint32_t g, uint64_t* value_id);
+  // Drops write lease l (its slot is the caller's business).
   void release_write_lease(uint32_t l);
   // True if lease l is still the one handed out with this serial.
   bool lease_is(uint32_t l, uint64_t serial, pid_t pid) const;
 
-  // What reclaiming the leases of dead processes left to do on the files.
-  struct Reclaimed {
-    size_t leases = 0;
-    std::vector<uint32_t> unpinned;          // live entries that lost their last pin
-    std::vector<uint64_t> abandoned_values;  // unpublished value ids of dead writers
-  };
-  // Frees the leases whose owner alive() says is dead.
-  Reclaimed reclaim_leases(const std::function<bool(const ProcessIdentity&)>& alive);
+  // Frees the write leases whose owner alive() says is dead, and their
+  // slots unless a live entry holds them (the writer published before it
+  // died). Returns how many.
+  size_t reclaim_leases(const std::function<bool(const ProcessIdentity&)>& alive);
 
   // Rebuilds every derived field from the authoritative ones (after a
   // process died holding the lock). Duplicate live keys keep the newest
@@ -103,6 +133,8 @@ class CacheIndex {
   // Empty if the derived fields agree with the authoritative ones, else the
   // first disagreement.
   std::string check() const;
+  // Free slots over all classes (for stats).
+  uint64_t free_slots() const;
 
  private:
   CacheIndex(std::filesystem::path path, void* base, size_t size);
@@ -118,6 +150,7 @@ class CacheIndex {
   void link_lru_front(uint32_t i);
   void unlink_lru(uint32_t i);
   uint32_t add_lease(const Lease& l);
+  void push_free_slot(uint32_t g);
 
   std::filesystem::path path_;
   void* base_ = nullptr;

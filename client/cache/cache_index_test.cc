@@ -4,6 +4,7 @@
 // point, and a robust lock taken over from a killed process.
 #include "cache_index.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -21,6 +22,7 @@
 
 #include "checksum.h"
 #include "fault_point.h"
+#include "segment_map.h"
 
 namespace volfs::cache_detail {
 namespace {
@@ -43,11 +45,35 @@ class TempDir {
   fs::path path_;
 };
 
-// Publishes key -> (value_id, size) into idx, as SharedCache::put does.
+bool never_busy(uint32_t, uint32_t) { return false; }
+
+// A slot of the class of `size` bytes, made kSlotWriting, as SharedCache::put
+// takes one (a segment record is published without a file if none is free:
+// the index does not look at files). kNil if no slot can be had.
+uint32_t take_slot(CacheIndex& idx, uint64_t size, const SlotBusy& busy = never_busy) {
+  uint32_t c = idx.size_class_for(size);
+  uint32_t g = idx.take_free_slot(c, busy);
+  if (g != kNil) return g;
+  SegmentRecord plan{};
+  uint32_t s = idx.plan_segment(c, &plan);
+  if (s == kNil) return kNil;
+  idx.publish_segment(s, plan);
+  return idx.take_free_slot(c, busy);
+}
+
+// Publishes key -> (value_id, size) into idx, in a slot of its own, as
+// SharedCache::put does.
 uint32_t publish(CacheIndex& idx, const std::string& key, uint64_t value_id, uint64_t size) {
+  uint32_t g = size == 0 ? kNil : take_slot(idx, size);
+  if (size != 0 && g == kNil) return kNil;
   uint32_t e = idx.allocate_entry();
-  if (e == kNil) return kNil;
+  if (e == kNil) {
+    if (g != kNil) idx.free_slot(g);
+    return kNil;
+  }
   Entry& en = idx.entry(e);
+  en.segment = g == kNil ? kNil : idx.slot_record(g).segment;
+  en.slot = g == kNil ? 0 : g - idx.segment(en.segment).first_slot;
   std::memcpy(en.key, key.data(), key.size());
   en.key_size = static_cast<uint32_t>(key.size());
   en.key_hash = checksum64(key.data(), key.size());
@@ -168,8 +194,8 @@ TEST(CacheIndex, RefusesHeadersOfOtherLayouts) {
   poke<char>(p, offsetof(IndexHeader, magic), 'X');
   expect_refused(p, "bad magic");
   reset();
-  poke<uint32_t>(p, offsetof(IndexHeader, layout_version), kLayoutVersion + 1);
-  expect_refused(p, "layout version 2, this build reads version 1");
+  poke<uint32_t>(p, offsetof(IndexHeader, layout_version), 1);
+  expect_refused(p, "layout version 1, this build reads version 2");
   reset();
   poke<uint32_t>(p, offsetof(IndexHeader, abi) + offsetof(AbiFingerprint, entry_size),
                  sizeof(Entry) + 8);
@@ -189,9 +215,11 @@ TEST(CacheIndex, RefusesHeadersOfOtherLayouts) {
   CacheIndex::open(p, {}, false, 0600);  // and the original is fine
 }
 
-// The model: key -> value id; pins per value id.
+// The model: key -> (value id, slot); pins per slot, as the words would
+// hold them (the index never sees words: busy() asks the model).
 struct Model {
-  std::map<std::string, uint64_t> live;
+  std::map<std::string, std::pair<uint64_t, uint32_t>> live;
+  std::multiset<uint32_t> pinned;  // global slot indices, one per pin
 };
 
 TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
@@ -199,26 +227,61 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  auto idx = CacheIndex::open(dir.path() / "c.index", {48, 64}, true, 0600);
+  IndexGeometry geo{48, 64};
+  geo.max_segments = 12;
+  geo.max_slots = 200;
+  geo.segment_bytes = 64 * 1024;  // 16 one-page slots, 1 slot of 16 pages or more
+  auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
   IndexLock lock(*idx, std::chrono::seconds(5));
   Model model;
-  std::map<uint32_t, uint64_t> pins;  // lease -> value id
+  const SlotBusy busy = [&](uint32_t s, uint32_t k) {
+    return model.pinned.count(idx->slot_index(s, k)) > 0;
+  };
   ProcessIdentity me = self_identity();
-  uint64_t next_id = 1;
+  auto slot_of = [&](uint32_t e) {
+    const Entry& en = idx->entry(e);
+    return en.segment == kNil ? kNil : idx->slot_index(en.segment, en.slot);
+  };
   for (int step = 0; step < 20000; ++step) {
     std::string key = "key" + std::to_string(rng() % 80);
     switch (rng() % 6) {
       case 0:
-      case 1: {  // put (replacing, evicting the LRU released entry if full)
+      case 1: {  // put: a slot nobody pins, then publish (replacing, evicting)
+        uint64_t size = rng() % 3 == 0 ? 0 : 1 + rng() % (80 * 1024);
+        uint32_t g = kNil;
+        if (size > 0) {
+          g = take_slot(*idx, size, busy);
+          if (g == kNil) {
+            uint32_t victim = idx->lru_victim(busy, idx->size_class_for(size));
+            if (victim == kNil) break;
+            ASSERT_FALSE(model.pinned.count(slot_of(victim)));
+            model.live.erase(std::string(idx->entry(victim).key, idx->entry(victim).key_size));
+            idx->remove_entry(victim);
+            g = take_slot(*idx, size, busy);
+            ASSERT_NE(g, kNil) << "the victim's slot is free and unpinned";
+          }
+          ASSERT_EQ(model.pinned.count(g), 0u) << "a pinned slot was handed to a put";
+          for (auto& [k, v] : model.live) ASSERT_NE(v.second, g) << "a live slot was reused";
+          ASSERT_EQ(idx->slot_record(g).user, kSlotWriting);
+          ASSERT_LE(size, idx->segment(idx->slot_record(g).segment).slot_bytes);
+        }
+        uint64_t id = idx->header().next_value_id++;
+        uint32_t l = kNil;
+        if (g != kNil) {
+          l = idx->add_write_lease(me, g, &id);
+          ASSERT_NE(l, kNil);
+        }
         uint32_t old = find(*idx, key);
         uint32_t e = idx->allocate_entry();
         if (e == kNil) {
-          uint32_t victim = idx->lru_victim();
-          if (victim == kNil) break;
-          std::string vk(idx->entry(victim).key, idx->entry(victim).key_size);
-          ASSERT_EQ(idx->entry(victim).pins, 0u);
+          uint32_t victim = old != kNil ? old : idx->lru_victim(busy);
+          if (victim == kNil) {
+            if (l != kNil) idx->release_write_lease(l);
+            if (g != kNil) idx->free_slot(g);
+            break;
+          }
+          model.live.erase(std::string(idx->entry(victim).key, idx->entry(victim).key_size));
           idx->remove_entry(victim);
-          model.live.erase(vk);
           if (victim == old) old = kNil;
           e = idx->allocate_entry();
         }
@@ -226,25 +289,25 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
         std::memcpy(en.key, key.data(), key.size());
         en.key_size = static_cast<uint32_t>(key.size());
         en.key_hash = checksum64(key.data(), key.size());
-        en.value_id = next_id++;
-        en.size = rng() % 10000;
+        en.value_id = id;
+        en.size = size;
+        en.segment = g == kNil ? kNil : idx->slot_record(g).segment;
+        en.slot = g == kNil ? 0 : g - idx->segment(en.segment).first_slot;
         idx->publish_entry(e);
         if (old != kNil) idx->remove_entry(old);
-        idx->header().next_value_id = next_id;
-        model.live[key] = en.value_id;
+        if (l != kNil) idx->release_write_lease(l);
+        model.live[key] = {id, g};
         break;
       }
-      case 2: {  // get
+      case 2: {  // get, pinning half the time
         uint32_t e = find(*idx, key);
         auto it = model.live.find(key);
         ASSERT_EQ(e != kNil, it != model.live.end()) << key;
         if (e == kNil) break;
-        ASSERT_EQ(idx->entry(e).value_id, it->second);
+        ASSERT_EQ(idx->entry(e).value_id, it->second.first);
+        ASSERT_EQ(slot_of(e), it->second.second);
         idx->touch(e);
-        if (rng() % 2) {
-          uint32_t l = idx->add_pin(e, me);
-          if (l != kNil) pins[l] = it->second;
-        }
+        if (slot_of(e) != kNil && rng() % 2) model.pinned.insert(slot_of(e));
         break;
       }
       case 3: {  // erase
@@ -254,16 +317,11 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
         model.live.erase(key);
         break;
       }
-      case 4: {  // release a pin
-        if (pins.empty()) break;
-        auto it = pins.begin();
-        std::advance(it, static_cast<long>(rng() % pins.size()));
-        uint32_t e = idx->release_pin(it->first);
-        if (e != kNil) {
-          EXPECT_EQ(idx->entry(e).value_id, it->second);
-          EXPECT_EQ(idx->entry(e).pins, 0u);
-        }
-        pins.erase(it);
+      case 4: {  // unpin (no lock needed in real life; the index never knows)
+        if (model.pinned.empty()) break;
+        auto it = model.pinned.begin();
+        std::advance(it, static_cast<long>(rng() % model.pinned.size()));
+        model.pinned.erase(it);
         break;
       }
       case 5:  // a crash: derived state rebuilt from scratch
@@ -274,6 +332,75 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
     ASSERT_EQ(problem, "") << "after step " << step;
     ASSERT_EQ(idx->header().live_entries, model.live.size());
   }
+  EXPECT_GT(idx->header().counters.segments_created, 1u);
+}
+
+TEST(CacheIndex, SizeClassesAndSegmentGeometry) {
+  TempDir dir;
+  IndexGeometry geo{16, 8};
+  geo.segment_bytes = 64 * 1024;
+  geo.max_segments = 3;
+  geo.max_slots = 20;
+  auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
+  IndexLock lock(*idx, std::chrono::seconds(5));
+  EXPECT_EQ(idx->size_class_for(1), 0u);
+  EXPECT_EQ(idx->size_class_for(4096), 0u);
+  EXPECT_EQ(idx->size_class_for(4097), 1u);
+  EXPECT_EQ(idx->size_class_for(3 * 4096), 2u);
+  EXPECT_EQ(idx->size_class_for(idx->max_value_size()), kSizeClasses - 1);
+  EXPECT_EQ(idx->size_class_for(idx->max_value_size() + 1), kSizeClasses);
+  SegmentRecord a{};
+  uint32_t s = idx->plan_segment(0, &a);
+  ASSERT_NE(s, kNil);
+  EXPECT_EQ(a.slot_count, 16u);
+  EXPECT_EQ(a.data_offset, 4096u) << "16 words of 16 bytes, rounded to a page";
+  EXPECT_EQ(a.file_size, 4096u + 16 * 4096);
+  idx->publish_segment(s, a);
+  SegmentRecord b{};
+  s = idx->plan_segment(5, &b);  // 128 KiB slots: more than segment_bytes, so one
+  ASSERT_NE(s, kNil);
+  EXPECT_EQ(b.slot_count, 1u);
+  EXPECT_NE(b.file_id, a.file_id);
+  idx->publish_segment(s, b);
+  SegmentRecord c{};
+  s = idx->plan_segment(0, &c);
+  ASSERT_NE(s, kNil);
+  EXPECT_EQ(c.slot_count, 3u) << "what is left of the slot table";
+  idx->publish_segment(s, c);
+  EXPECT_EQ(idx->plan_segment(0, &c), kNil) << "tables full";
+  EXPECT_EQ(idx->free_slots(), 20u);
+  EXPECT_EQ(idx->check(), "");
+  idx->rebuild();
+  EXPECT_EQ(idx->free_slots(), 20u);
+  EXPECT_EQ(idx->check(), "");
+}
+
+// A free slot that a reader still pins (the value was replaced under it) is
+// not handed out until the pin is gone; the oldest freed slot goes first.
+TEST(CacheIndex, PinnedFreeSlotsAreSkipped) {
+  TempDir dir;
+  IndexGeometry geo{16, 8};
+  geo.segment_bytes = 3 * 4096;
+  geo.max_segments = 1;
+  auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
+  IndexLock lock(*idx, std::chrono::seconds(5));
+  uint32_t a = publish(*idx, "a", 1, 10);
+  uint32_t b = publish(*idx, "b", 2, 10);
+  uint32_t c = publish(*idx, "c", 3, 10);
+  idx->header().next_value_id = 4;
+  ASSERT_NE(c, kNil);
+  EXPECT_EQ(publish(*idx, "d", 4, 10), kNil) << "three slots, all used";
+  uint32_t ga = idx->slot_index(idx->entry(a).segment, idx->entry(a).slot);
+  uint32_t gb = idx->slot_index(idx->entry(b).segment, idx->entry(b).slot);
+  idx->remove_entry(a);  // freed first, but still pinned by a reader
+  idx->remove_entry(b);
+  const SlotBusy a_pinned = [&](uint32_t s, uint32_t k) { return idx->slot_index(s, k) == ga; };
+  EXPECT_EQ(idx->take_free_slot(0, a_pinned), gb);
+  EXPECT_EQ(idx->take_free_slot(0, a_pinned), kNil) << "only the pinned one is left";
+  EXPECT_EQ(idx->take_free_slot(0, never_busy), ga) << "unpinned: usable again";
+  idx->free_slot(ga);
+  idx->free_slot(gb);
+  EXPECT_EQ(idx->check(), "");
 }
 
 TEST(CacheIndex, RebuildFinishesEveryInterruptedCommit) {
@@ -284,30 +411,41 @@ TEST(CacheIndex, RebuildFinishesEveryInterruptedCommit) {
   publish(*idx, "b", 2, 2);
   uint32_t c = publish(*idx, "c", 3, 3);
   idx->header().next_value_id = 10;
+  auto fill = [&](uint32_t e, const char* key, uint64_t id) {
+    Entry& en = idx->entry(e);
+    std::memcpy(en.key, key, 1);
+    en.key_size = 1;
+    en.key_hash = checksum64(key, 1);
+    en.value_id = id;
+    en.size = id;
+    uint32_t g = take_slot(*idx, id);
+    en.segment = idx->slot_record(g).segment;
+    en.slot = g - idx->segment(en.segment).first_slot;
+    return g;
+  };
 
-  // A publish killed after its commit point: live, but on no chain or list.
+  // A publish killed after its commit point: live, but on no chain or list,
+  // its slot still kSlotWriting.
   uint32_t d = idx->allocate_entry();
-  Entry& en = idx->entry(d);
-  std::memcpy(en.key, "d", 1);
-  en.key_size = 1;
-  en.key_hash = checksum64("d", 1);
-  en.value_id = 4;
-  en.size = 4;
-  en.state = kEntryLive;
+  fill(d, "d", 4);
+  idx->entry(d).state = kEntryLive;
   // A put killed between publishing the new value of "a" and removing the
   // old one: "a" twice; the newer value (5) must win.
   uint32_t a2 = idx->allocate_entry();
-  Entry& ea = idx->entry(a2);
-  std::memcpy(ea.key, "a", 1);
-  ea.key_size = 1;
-  ea.key_hash = checksum64("a", 1);
-  ea.value_id = 5;
-  ea.size = 5;
-  ea.state = kEntryLive;
-  // A removal killed after its commit point: free, still chained.
+  fill(a2, "a", 5);
+  idx->entry(a2).state = kEntryLive;
+  // A removal killed after its commit point: free, still chained, its slot
+  // not yet freed.
   idx->entry(c).state = kEntryFree;
   // An allocation killed before its commit point: off the free list, free.
   ASSERT_NE(idx->allocate_entry(), kNil);
+  // A put killed with a slot taken but no lease yet: the slot is lost
+  // until the rebuild.
+  ASSERT_NE(take_slot(*idx, 1), kNil);
+  // A put killed while writing: its lease keeps its slot.
+  uint32_t gw = take_slot(*idx, 1);
+  uint64_t wid = 0;
+  ASSERT_NE(idx->add_write_lease(self_identity(), gw, &wid), kNil);
   EXPECT_NE(idx->check(), "");
 
   idx->rebuild();
@@ -318,29 +456,78 @@ TEST(CacheIndex, RebuildFinishesEveryInterruptedCommit) {
   EXPECT_EQ(find(*idx, "c"), kNil);
   EXPECT_EQ(idx->entry(find(*idx, "d")).value_id, 4u);
   EXPECT_EQ(idx->header().live_bytes, 5u + 2 + 4);
+  EXPECT_EQ(idx->slot_record(gw).user, kSlotWriting);
+  EXPECT_EQ(idx->free_slots(), idx->header().slots_used - 4) << "a, b, d and the lease's";
 }
 
 TEST(CacheIndex, ReclaimsLeasesOfDeadOwnersOnly) {
   TempDir dir;
   auto idx = CacheIndex::open(dir.path() / "c.index", {16, 8}, true, 0600);
   IndexLock lock(*idx, std::chrono::seconds(5));
-  uint32_t e = publish(*idx, "k", 1, 100);
+  publish(*idx, "k", 1, 100);
   idx->header().next_value_id = 2;
   ProcessIdentity me = self_identity();
   ProcessIdentity ghost{me.pid, me.start_time + 1};  // our pid, another start: reused
-  ASSERT_NE(idx->add_pin(e, me), kNil);
-  ASSERT_NE(idx->add_pin(e, ghost), kNil);
-  uint64_t unpublished = 0;
-  ASSERT_NE(idx->add_write_lease(ghost, &unpublished), kNil);
-  EXPECT_EQ(idx->entry(e).pins, 2u);
+  uint64_t id = 0;
+  uint32_t mine = take_slot(*idx, 1), theirs = take_slot(*idx, 1);
+  ASSERT_NE(idx->add_write_lease(me, mine, &id), kNil);
+  ASSERT_NE(idx->add_write_lease(ghost, theirs, &id), kNil);
+  const uint64_t free_before = idx->free_slots();
 
-  CacheIndex::Reclaimed r = idx->reclaim_leases(process_alive);
-  EXPECT_EQ(r.leases, 2u);
-  EXPECT_TRUE(r.unpinned.empty()) << "our own pin still holds it";
-  ASSERT_EQ(r.abandoned_values.size(), 1u);
-  EXPECT_EQ(r.abandoned_values[0], unpublished);
-  EXPECT_EQ(idx->entry(e).pins, 1u);
+  EXPECT_EQ(idx->reclaim_leases(process_alive), 1u);
+  EXPECT_EQ(idx->slot_record(theirs).user, kNil) << "the dead writer's slot is free";
+  EXPECT_EQ(idx->slot_record(mine).user, kSlotWriting);
+  EXPECT_EQ(idx->free_slots(), free_before + 1);
+  EXPECT_EQ(idx->header().counters.leases_reclaimed, 1u);
   EXPECT_EQ(idx->check(), "");
+}
+
+// Slots on plain shared memory: the words are made LIVE by hand (the daemon
+// registers them on volfs), and pin/unpin are compare-and-swaps on them. Two
+// open files of one segment are two holders with two bits.
+TEST(SegmentMap, PinsAreHolderBitsInTheWords) {
+  TempDir dir;
+  SegmentRecord r{};
+  r.state = kSegmentReady;
+  r.slot_count = 3;
+  r.slot_bytes = 4096;
+  r.data_offset = 4096;
+  r.file_size = 4096 + 3 * 4096;
+  r.file_id = 7;
+  fs::path p = dir.path() / "seg";
+  int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(r.file_size)), 0);
+  int fd2 = ::open(p.c_str(), O_RDWR | O_CLOEXEC);
+  SegmentMap a(fd, p, r, 0, false);
+  SegmentMap b(fd2, p, r, 5, false);
+  for (uint32_t k = 0; k < 3; ++k) a.word(k)->word = VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE);
+  EXPECT_FALSE(a.busy(1));
+  EXPECT_EQ(a.pin(1), static_cast<int>(VOLFS_INTACT));
+  EXPECT_EQ(a.pin(1), static_cast<int>(VOLFS_INTACT));  // nested: the bit once
+  EXPECT_EQ(b.pin(1), static_cast<int>(VOLFS_INTACT));
+  EXPECT_EQ(b.load_word(1), VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE) | 1u | (1u << 5));
+  EXPECT_EQ(a.pins(), 2u);
+  a.unpin(1);
+  EXPECT_TRUE(b.busy(1));
+  a.unpin(1);
+  b.unpin(1);
+  EXPECT_FALSE(a.busy(1));
+  EXPECT_EQ(a.load_word(1), VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE));
+  // What a purge leaves: PURGED; the next pin makes it LIVE and says so.
+  a.word(2)->word = VOLFS_SLOT_WORD(VOLFS_SLOT_PURGED);
+  EXPECT_EQ(b.pin(2), static_cast<int>(VOLFS_PURGED));
+  EXPECT_EQ(a.load_word(2), VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE) | (1u << 5));
+  b.unpin(2);
+  // Data and words of one file, seen through both mappings.
+  std::memcpy(a.data(0), "hello", 5);
+  EXPECT_EQ(std::memcmp(b.data(0), "hello", 5), 0);
+  EXPECT_EQ(a.data_offset(2), 4096u + 2 * 4096);
+  // A word that is no slot: the pin fails (ESTALE), nothing changes.
+  a.word(0)->word = 0;
+  errno = 0;
+  EXPECT_EQ(a.pin(0), -1);
+  EXPECT_EQ(errno, ESTALE);
 }
 
 TEST(ProcessIdentity, ZombiesAndExitedProcessesAreDead) {

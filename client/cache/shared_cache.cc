@@ -1,14 +1,16 @@
-// shared_cache.cc: SharedCache over a CacheIndex and one volfs file per
-// value. The pin protocol: a value's file is volatile only while its entry is
-// live and no pin lease is held on it; the first pin unmarks it and the last
-// release marks it again, both under the index lock, so a reader never reads
-// a value that may be purged. Values are immutable once published.
+// shared_cache.cc: SharedCache over a CacheIndex and values in slots of
+// segment files. The pin protocol: a reader pins a value's slot (a
+// compare-and-swap of its holder bit into the slot's word) under the index
+// lock, so a slot is never handed to a put while anyone pins it; reading and
+// unpinning need no lock and no system call. Values are immutable while
+// published: a put writes into a slot nobody pins and publishes it after.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <volfs/client.h>
 #include <volfs/file.h>
 #include <volfs/shared_cache.h>
 
@@ -17,7 +19,6 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -27,26 +28,22 @@
 #include "checksum.h"
 #include "fault_point.h"
 #include "process_identity.h"
+#include "segment_map.h"
 #include "shared_cache_testing.h"
 
 namespace volfs {
 
+// A reader's pin: its holder's pin of one slot, dropped by unpinning.
 struct ValueView::Pin {
-  std::shared_ptr<cache_detail::CacheImpl> cache;
-  std::shared_ptr<File> file;
-  Mapping mapping;
-  uint32_t lease;
-  uint64_t serial;
-  pid_t pid;
-  uint64_t value_id;
-  uint64_t size;
+  std::shared_ptr<cache_detail::SegmentMap> segment;
+  uint32_t slot = 0;
+  pid_t pid = 0;
 };
 
 namespace cache_detail {
 namespace {
 
 constexpr size_t kMaxNameSize = 200;
-constexpr int kGetAttempts = 8;
 
 [[noreturn]] void throw_errno(int err, const std::string& what) {
   throw std::system_error(err, std::generic_category(), "volfs cache: " + what);
@@ -58,18 +55,21 @@ uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-std::string value_file_name(uint64_t id) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+constexpr char kSegmentPrefix[] = "seg-";
+
+std::string segment_file_name(uint64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%s%016llx", kSegmentPrefix, static_cast<unsigned long long>(id));
   return buf;
 }
 
-// The value id a file name in the values directory stands for, or 0.
-uint64_t parse_value_file_name(const char* name) {
-  if (std::strlen(name) != 16) return 0;
+// The file id a name in the values directory stands for, or 0.
+uint64_t parse_segment_file_name(const char* name) {
+  const size_t prefix = sizeof(kSegmentPrefix) - 1;
+  if (std::strlen(name) != prefix + 16 || std::strncmp(name, kSegmentPrefix, prefix) != 0) return 0;
   uint64_t id = 0;
-  auto [end, ec] = std::from_chars(name, name + 16, id, 16);
-  return ec == std::errc() && end == name + 16 ? id : 0;
+  auto [end, ec] = std::from_chars(name + prefix, name + prefix + 16, id, 16);
+  return ec == std::errc() && end == name + prefix + 16 ? id : 0;
 }
 
 void check_name(std::string_view name) {
@@ -94,9 +94,36 @@ struct LocalCounters {
       evictions{0};
 };
 
+// Writes all of bytes at offset. A full mount (ENOSPC) is often one whose
+// daemon has not yet seen that released slots are purgeable: it learns that
+// when it looks at the slot words, which every pressure round does (at least
+// every 100 ms) and GET_STATUS does at once. So on ENOSPC: ask GET_STATUS of
+// the file (a look, which lets the daemon make room), back off, and retry
+// for about a second before giving up.
+void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
+                const std::filesystem::path& path) {
+  size_t done = 0;
+  int full = 0;
+  while (done < bytes.size()) {
+    ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ENOSPC && full < 50) {
+      volfs_status st{};
+      (void)volfs_get_status(fd, 0, 0, &st);
+      struct timespec pause = {0, (full < 10 ? 2 : 20) * 1000 * 1000};
+      nanosleep(&pause, nullptr);
+      ++full;
+      continue;
+    }
+    if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + path.string());
+    done += static_cast<size_t>(n);
+  }
+}
+
 }  // namespace
 
-class CacheImpl : public std::enable_shared_from_this<CacheImpl> {
+class CacheImpl {
  public:
   CacheImpl(const std::filesystem::path& dir, std::string_view name,
             const SharedCacheOptions& options);
@@ -107,55 +134,54 @@ class CacheImpl : public std::enable_shared_from_this<CacheImpl> {
   SharedCacheStats stats();
   SharedCacheStats local_stats() const;
   size_t reclaim_dead_leases();
-  void release(ValueView::Pin& pin) noexcept;
 
   CacheIndex& index() { return *index_; }
   std::chrono::milliseconds lock_timeout() const { return options_.lock_timeout; }
-  std::filesystem::path value_path(uint64_t id) const { return values_dir_ / value_file_name(id); }
   const std::filesystem::path& index_path() const { return index_->path(); }
   const std::filesystem::path& values_dir() const { return values_dir_; }
+  std::filesystem::path segment_path(uint64_t file_id) const {
+    return values_dir_ / segment_file_name(file_id);
+  }
+  // Requires the lock: this process's map of ready segment s (mapped now if
+  // it was not: an open, a HOLDER ioctl and an mmap, once per segment).
+  SegmentMap& mapped_locked(uint32_t s) { return *map_locked(s); }
 
  private:
-  Range value_range(uint64_t size) const {
-    return Range{0, (size + page_size_ - 1) / page_size_ * page_size_};
-  }
   // Runs the periodic duties of a fresh lock holder.
   void after_lock(const IndexLock& lock);
   size_t reap_locked();
   void collect_garbage_locked();
   void remove_stale_temporaries();
-  // Marks the value of live entry e volatile (its last pin is gone).
-  void mark_released_locked(uint32_t e);
-  void unlink_values(const std::vector<uint64_t>& ids);
-
-  std::shared_ptr<File> write_value_file(uint64_t id, std::span<const std::byte> value);
-  std::shared_ptr<File> open_value_file(uint64_t id);
-  // The per-process cache of open value files: value ids are never reused,
-  // so a cached file is always the right one, even if unlinked since.
-  std::shared_ptr<File> cached_file(uint64_t id);
-  void remember_file(uint64_t id, std::shared_ptr<File> file);
-  void forget_file(uint64_t id);
+  std::shared_ptr<SegmentMap> map_locked(uint32_t s);
+  // Maps every ready segment this process has not mapped yet.
+  void map_all_locked();
+  // A new segment of class c, created, registered and published; false if
+  // the segment or slot table is full.
+  bool create_segment_locked(uint32_t c);
+  SlotBusy busy_fn() {
+    return [this](uint32_t s, uint32_t k) { return map_locked(s)->busy(k); };
+  }
 
   SharedCacheOptions options_;
   std::filesystem::path values_dir_;
   std::string index_name_;
-  uint64_t page_size_;
   std::unique_ptr<CacheIndex> index_;
   LocalCounters local_;
 
-  // Guards files_. A leaf: never held while taking the index lock or doing
-  // I/O.
-  std::mutex files_mu_;
-  std::vector<std::pair<uint64_t, std::shared_ptr<File>>> files_;  // LRU order, newest last
+  // Guarded by the index lock (which excludes this process's threads too):
+  // this process's maps of the segments, by segment record, and how many
+  // slot records the segments mapped so far cover (to notice new ones).
+  std::vector<std::shared_ptr<SegmentMap>> maps_;
+  uint32_t mapped_slots_ = 0;
 };
 
 CacheImpl::CacheImpl(const std::filesystem::path& dir, std::string_view name,
                      const SharedCacheOptions& options)
-    : options_(options), page_size_(File::page_size()) {
+    : options_(options) {
   check_name(name);
   if (options.priority < 0 || options.priority > 7) throw_errno(EINVAL, "priority not in 0..7");
   // Refuses (ENOTTY) a directory that is not on volfs: values would never be
-  // purged, and volatile ranges would fail on every put.
+  // purged, and slots could not be registered.
   (void)volfs::stats(dir);
   values_dir_ = dir / (std::string(name) + ".values");
   index_name_ = std::string(name) + ".index";
@@ -163,12 +189,27 @@ CacheImpl::CacheImpl(const std::filesystem::path& dir, std::string_view name,
   if (::mkdir(values_dir_.c_str(), dir_mode) < 0 && errno != EEXIST) {
     throw_errno(errno, "create " + values_dir_.string());
   }
-  IndexGeometry g{options.max_entries, options.max_leases};
+  IndexGeometry g;
+  g.max_entries = options.max_entries;
+  g.max_leases = options.max_leases;
+  g.max_segments = options.max_segments;
+  g.max_slots = options.max_slots;
+  g.segment_bytes = options.segment_bytes;
+  g.page_size = static_cast<uint32_t>(File::page_size());
   index_ = CacheIndex::open(dir / index_name_, g, options.create, options.mode);
+  if (index_->header().page_size != g.page_size) {
+    throw_errno(EPROTO, index_->path().string() + ": made with pages of " +
+                            std::to_string(index_->header().page_size) + " bytes, ours are " +
+                            std::to_string(g.page_size));
+  }
+  maps_.resize(index_->max_segments());
   remove_stale_temporaries();
   IndexLock lock(*index_, options_.lock_timeout);
   reap_locked();
   collect_garbage_locked();
+  // Every segment now: a get of a value in it then makes no FUSE request,
+  // and a process that cannot be a holder (62 per file) learns it here.
+  map_all_locked();
 }
 
 void CacheImpl::after_lock(const IndexLock& lock) {
@@ -177,67 +218,121 @@ void CacheImpl::after_lock(const IndexLock& lock) {
   uint64_t interval = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.reap_interval).count());
   if (lock.recovered() || now - h.last_reap_ns >= interval) reap_locked();
-  // A crash inside a critical section may have left value files that no
-  // entry names (a replaced value whose unlink never came).
+  // A creator that died inside a critical section may have left a segment
+  // file that no record names.
   if (lock.recovered()) collect_garbage_locked();
 }
 
 size_t CacheImpl::reap_locked() {
   index_->header().last_reap_ns = monotonic_ns();
-  CacheIndex::Reclaimed r = index_->reclaim_leases(process_alive);
-  for (uint32_t e : r.unpinned) mark_released_locked(e);
-  unlink_values(r.abandoned_values);
-  return r.leases;
+  return index_->reclaim_leases(process_alive);
 }
 
-void CacheImpl::mark_released_locked(uint32_t e) {
-  const Entry& en = index_->entry(e);
-  if (en.size == 0) return;
-  try {
-    std::shared_ptr<File> f = cached_file(en.value_id);
-    if (!f) {
-      f = open_value_file(en.value_id);
-      remember_file(en.value_id, f);
+std::shared_ptr<SegmentMap> CacheImpl::map_locked(uint32_t s) {
+  const SegmentRecord& r = index_->segment(s);
+  if (r.state != kSegmentReady) throw std::logic_error("volfs cache: map of a free segment");
+  std::shared_ptr<SegmentMap>& m = maps_[s];
+  if (m && m->file_id() == r.file_id) return m;
+  std::filesystem::path path = segment_path(r.file_id);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw_errno(errno, "open " + path.string());
+  uint32_t holder = 0;
+  if (volfs_slot_holder(fd, &holder) < 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EUSERS) {
+      throw_errno(err, path.string() + ": already " + std::to_string(VOLFS_SLOT_HOLDERS) +
+                           " holders (open SharedCache objects, over all processes) on this "
+                           "segment file, the most volfs allows per file; close a SharedCache "
+                           "elsewhere or use fewer processes");
     }
-    f->mark_volatile(value_range(en.size), MarkOptions{false, options_.priority});
-  } catch (const std::system_error&) {
-    // The value stays non-volatile: it is never purged, nothing is lost.
+    throw_errno(err, "take a pin bit (VOLFS_IOC_SLOT_HOLDER) of " + path.string() +
+                         (err == ENOTTY || err == EOPNOTSUPP
+                              ? " (slots need a volfs with slot support and passthrough io mode)"
+                              : ""));
   }
+  m = std::make_shared<SegmentMap>(fd, path, r, holder, false);
+  return m;
 }
 
-void CacheImpl::unlink_values(const std::vector<uint64_t>& ids) {
-  for (uint64_t id : ids) {
-    if (id == 0) continue;
-    forget_file(id);
-    // ENOENT: another process (garbage collection) got there first.
-    (void)::unlink(value_path(id).c_str());
+void CacheImpl::map_all_locked() {
+  const IndexHeader& h = index_->header();
+  if (mapped_slots_ == h.slots_used) return;
+  for (uint32_t s = 0; s < index_->max_segments(); ++s) {
+    if (index_->segment(s).state == kSegmentReady) map_locked(s);
   }
+  mapped_slots_ = h.slots_used;
 }
 
-// Value files that no live entry and no lease names belong to nobody: a
-// writer that died before publishing (its lease reclaimed), an index that was
-// removed and recreated, or an unlink lost to a crash. Under the lock, since
-// new ids and their leases are made under it too.
+bool CacheImpl::create_segment_locked(uint32_t c) {
+  SegmentRecord plan{};
+  uint32_t s = index_->plan_segment(c, &plan);
+  if (s == kNil) return false;
+  std::filesystem::path path = segment_path(plan.file_id);
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options_.mode);
+    // The id is new (handed out under the lock), so a file by that name is
+    // a leftover of an index that was removed and recreated.
+    if (fd < 0 && errno == EEXIST && attempt == 0) {
+      (void)::unlink(path.c_str());
+      continue;
+    }
+    if (fd < 0) throw_errno(errno, "create " + path.string());
+  }
+  std::shared_ptr<SegmentMap> m;
+  try {
+    if (::ftruncate(fd, static_cast<off_t>(plan.file_size)) < 0) {
+      throw_errno(errno, "resize " + path.string());
+    }
+    uint32_t holder = 0;
+    int created = 0;
+    // One call for all the slots; each comes back LIVE, pinned by our bit.
+    if (volfs_slot_register_many(fd, plan.data_offset, plan.slot_bytes, 0, plan.slot_count,
+                                 VOLFS_MARK_PRIORITY(options_.priority), &holder, &created) < 0) {
+      int err = errno;
+      throw_errno(err, "register the " + std::to_string(plan.slot_count) + " slots of " +
+                           path.string() +
+                           (err == ENOTTY || err == EOPNOTSUPP
+                                ? " (slots need a volfs with slot support and passthrough io mode)"
+                                : ""));
+    }
+    if (!created) throw_errno(EBUSY, path.string() + ": its slots existed already");
+    int owned = fd;
+    fd = -1;
+    m = std::make_shared<SegmentMap>(owned, path, plan, holder, true);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    (void)::unlink(path.c_str());
+    throw;
+  }
+  m->unpin_all();  // free slots are purgeable (there is nothing in them)
+  fault_point("segment.before_publish");
+  index_->publish_segment(s, plan);
+  maps_[s] = std::move(m);
+  if (mapped_slots_ == plan.first_slot) mapped_slots_ = plan.first_slot + plan.slot_count;
+  return true;
+}
+
+// Segment files that no ready record names belong to nobody: a creator that
+// died before publishing, or an index that was removed and recreated. Under
+// the lock, since segments are created under it too.
 void CacheImpl::collect_garbage_locked() {
   std::vector<uint64_t> known;
-  for (uint32_t i = 0; i < index_->max_entries(); ++i) {
-    const Entry& e = index_->entry(i);
-    if (e.state == kEntryLive && e.value_id != 0) known.push_back(e.value_id);
-  }
-  for (uint32_t l = 0; l < index_->max_leases(); ++l) {
-    const Lease& lz = index_->lease(l);
-    if (lz.kind != kLeaseFree) known.push_back(lz.value_id);
+  for (uint32_t s = 0; s < index_->max_segments(); ++s) {
+    const SegmentRecord& r = index_->segment(s);
+    if (r.state == kSegmentReady) known.push_back(r.file_id);
   }
   std::sort(known.begin(), known.end());
   DIR* d = ::opendir(values_dir_.c_str());
   if (!d) return;
   std::vector<uint64_t> orphans;
   while (dirent* de = ::readdir(d)) {
-    uint64_t id = parse_value_file_name(de->d_name);
+    uint64_t id = parse_segment_file_name(de->d_name);
     if (id != 0 && !std::binary_search(known.begin(), known.end(), id)) orphans.push_back(id);
   }
   ::closedir(d);
-  unlink_values(orphans);
+  for (uint64_t id : orphans) (void)::unlink(segment_path(id).c_str());
 }
 
 // NAME.index.tmp.PID.N of a creator that died before renaming it.
@@ -259,117 +354,89 @@ void CacheImpl::remove_stale_temporaries() {
   for (const std::string& n : stale) (void)::unlink((dir / n).c_str());
 }
 
-std::shared_ptr<File> CacheImpl::cached_file(uint64_t id) {
-  std::lock_guard<std::mutex> g(files_mu_);
-  for (auto it = files_.begin(); it != files_.end(); ++it) {
-    if (it->first == id) {
-      std::shared_ptr<File> f = it->second;
-      std::rotate(it, it + 1, files_.end());
-      return f;
-    }
-  }
-  return nullptr;
-}
-
-void CacheImpl::remember_file(uint64_t id, std::shared_ptr<File> file) {
-  if (options_.open_files == 0) return;
-  std::shared_ptr<File> evicted;  // closed after the lock is dropped
-  std::lock_guard<std::mutex> g(files_mu_);
-  for (auto& [fid, f] : files_) {
-    if (fid == id) return;
-  }
-  if (files_.size() >= options_.open_files) {
-    evicted = std::move(files_.front().second);
-    files_.erase(files_.begin());
-  }
-  files_.emplace_back(id, std::move(file));
-}
-
-void CacheImpl::forget_file(uint64_t id) {
-  std::shared_ptr<File> f;
-  std::lock_guard<std::mutex> g(files_mu_);
-  for (auto it = files_.begin(); it != files_.end(); ++it) {
-    if (it->first == id) {
-      f = std::move(it->second);
-      files_.erase(it);
-      return;
-    }
-  }
-}
-
-std::shared_ptr<File> CacheImpl::open_value_file(uint64_t id) {
-  return std::make_shared<File>(File::open(value_path(id), O_RDWR));
-}
-
-std::shared_ptr<File> CacheImpl::write_value_file(uint64_t id, std::span<const std::byte> value) {
-  std::filesystem::path path = value_path(id);
-  std::shared_ptr<File> f;
-  for (int attempt = 0;; ++attempt) {
-    try {
-      f = std::make_shared<File>(File::open(path, O_RDWR | O_CREAT | O_EXCL, options_.mode));
-      break;
-    } catch (const std::system_error& e) {
-      // The id is ours alone (handed out under the lock), so a file by that
-      // name is a leftover of an index that was removed and recreated.
-      if (e.code().value() != EEXIST || attempt > 0) throw;
-      (void)::unlink(path.c_str());
-    }
-  }
-  size_t done = 0;
-  while (done < value.size()) {
-    ssize_t n =
-        ::pwrite(f->fd(), value.data() + done, value.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + path.string());
-    done += static_cast<size_t>(n);
-  }
-  // Volatile before it is published: nobody holds it yet. A purge from now
-  // on is seen by the first get's unmark.
-  f->mark_volatile(value_range(value.size()), MarkOptions{false, options_.priority});
-  return f;
-}
-
 void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
   check_key(key);
   const uint64_t key_hash = key_hash_of(key);
   const uint64_t checksum = checksum64(value.data(), value.size(), key_hash);
   const ProcessIdentity self = self_identity();
+  if (value.size() > index_->max_value_size()) {
+    throw_errno(EFBIG, "value of " + std::to_string(value.size()) + " bytes (at most " +
+                           std::to_string(index_->max_value_size()) + ")");
+  }
 
-  // 1. A fresh value id, leased so that garbage collection leaves its file
-  // alone while we write it.
-  uint64_t id = 0;
-  uint32_t wl = kNil;
-  uint64_t wserial = 0;
+  // 1. Under the lock: a free slot nobody pins, a write lease on it (so a
+  // writer killed from here on does not leak it), and our pin, so that no
+  // purge can punch the data between our write and our publish.
+  uint32_t g = kNil, wl = kNil, seg = kNil, k = 0;
+  uint64_t wserial = 0, id = 0;
+  std::shared_ptr<SegmentMap> map;
   if (!value.empty()) {
     IndexLock lock(*index_, options_.lock_timeout);
     after_lock(lock);
-    wl = index_->add_write_lease(self, &id);
-    if (wl == kNil && reap_locked() > 0) wl = index_->add_write_lease(self, &id);
+    map_all_locked();
+    const uint32_t c = index_->size_class_for(value.size());
+    const SlotBusy busy = busy_fn();
+    g = index_->take_free_slot(c, busy);
+    if (g == kNil && create_segment_locked(c)) g = index_->take_free_slot(c, busy);
+    if (g == kNil) {
+      // The class is full: evict its least recently used value nobody pins.
+      uint32_t victim = index_->lru_victim(busy, c);
+      if (victim != kNil) {
+        index_->remove_entry(victim);
+        ++index_->header().counters.evictions;
+        local_.evictions.fetch_add(1, std::memory_order_relaxed);
+        g = index_->take_free_slot(c, busy);
+      }
+    }
+    if (g == kNil) {
+      throw_errno(ENOSPC, index_path().string() + ": size class of " +
+                              std::to_string(index_->slot_bytes(c)) +
+                              "-byte slots full: all its slots are pinned or being written and no "
+                              "segment can be added (max_segments, max_slots)");
+    }
+    wl = index_->add_write_lease(self, g, &id);
+    if (wl == kNil && reap_locked() > 0) wl = index_->add_write_lease(self, g, &id);
     if (wl == kNil) {
+      index_->free_slot(g);
       throw_errno(ENOSPC, index_path().string() + ": all " + std::to_string(index_->max_leases()) +
-                              " leases in use (pins and puts in flight); raise max_leases");
+                              " leases in use (puts in flight); raise max_leases");
     }
     wserial = index_->lease(wl).serial;
+    seg = index_->slot_record(g).segment;
+    k = g - index_->segment(seg).first_slot;
+    map = maps_[seg];
+    // A slot purged while free answers PURGED: nothing of value was lost.
+    if (map->pin(k) < 0) {
+      int err = errno;
+      index_->release_write_lease(wl);
+      index_->free_slot(g);
+      throw_errno(err, map->path().string() + ": pin of slot " + std::to_string(k));
+    }
   }
 
-  // 2. Write the whole value, outside the lock, into a file nobody else
-  // knows of yet: readers can only find it once it is complete.
+  // 2. Write the whole value into the slot, outside the lock: nobody else
+  // reads it before it is published, nobody else takes the slot (leased),
+  // and nothing purges it (pinned). pwrite rather than a store through the
+  // mapping: a full mount is ENOSPC then, not SIGBUS.
   if (!value.empty()) {
     try {
-      std::shared_ptr<File> f = write_value_file(id, value);
-      remember_file(id, std::move(f));
+      pwrite_all(map->fd(), value, map->data_offset(k), map->path());
     } catch (...) {
-      IndexLock lock(*index_, options_.lock_timeout);
-      if (index_->lease_is(wl, wserial, self.pid)) index_->release_write_lease(wl);
-      unlink_values({id});
+      {
+        IndexLock lock(*index_, options_.lock_timeout);
+        if (index_->lease_is(wl, wserial, self.pid)) {
+          index_->release_write_lease(wl);
+          index_->free_slot(g);
+        }
+      }
+      map->unpin(k);
       throw;
     }
     fault_point("put.after_write");
   }
 
-  // 3. Publish under the lock. The old value (if any) is not touched, only
-  // unlinked: its readers keep their bytes.
-  std::vector<uint64_t> dead;
+  // 3. Publish under the lock. The old value's slot (if any) is freed; its
+  // readers keep their bytes, since a slot is reused only once unpinned.
   int err = 0;
   std::string why;
   {
@@ -382,15 +449,14 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
       why = "the lease of a put in flight was reclaimed (pid namespaces?)";
     } else if ((e = index_->allocate_entry()) == kNil) {
       // Full. A replacement frees its key's old entry first (pinned or not:
-      // its readers keep the file); a crash before the new one is published
+      // its readers keep the slot); a crash before the new one is published
       // only loses the key, a miss. Otherwise evict the least recently used
       // entry that nobody pins.
-      uint32_t victim = old != kNil ? old : index_->lru_victim();
+      uint32_t victim = old != kNil ? old : index_->lru_victim(busy_fn());
       if (victim == kNil) {
         err = ENOSPC;
         why = "index full: all " + std::to_string(index_->max_entries()) + " entries are pinned";
       } else {
-        dead.push_back(index_->entry(victim).value_id);
         index_->remove_entry(victim);
         if (victim == old) {
           old = kNil;
@@ -409,20 +475,21 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
       en.value_id = id;
       en.size = value.size();
       en.checksum = checksum;
+      en.segment = seg;
+      en.slot = k;
       index_->publish_entry(e);
       fault_point("put.after_publish");
-      if (old != kNil) {
-        dead.push_back(index_->entry(old).value_id);
-        index_->remove_entry(old);
-      }
+      if (old != kNil) index_->remove_entry(old);
       fault_point("put.after_replace");
       ++index_->header().counters.puts;
-    } else {
-      dead.push_back(id);
+      if (wl != kNil) index_->release_write_lease(wl);
+    } else if (wl != kNil && index_->lease_is(wl, wserial, self.pid)) {
+      index_->release_write_lease(wl);
+      index_->free_slot(g);
     }
-    if (wl != kNil && index_->lease_is(wl, wserial, self.pid)) index_->release_write_lease(wl);
   }
-  unlink_values(dead);
+  // 4. Released: from now on the daemon may purge it (a get learns that).
+  if (map) map->unpin(k);
   if (err != 0) throw_errno(err, index_path().string() + ": " + why);
   local_.puts.fetch_add(1, std::memory_order_relaxed);
 }
@@ -430,187 +497,106 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
 std::optional<ValueView> CacheImpl::get(std::string_view key) {
   check_key(key);
   const uint64_t key_hash = key_hash_of(key);
-  const ProcessIdentity self = self_identity();
-
   auto miss = [&](bool purged) -> std::optional<ValueView> {
     local_.misses.fetch_add(1, std::memory_order_relaxed);
     if (purged) local_.purged_misses.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;
   };
 
-  std::shared_ptr<File> file;  // opened outside the lock on a previous attempt
-  uint64_t file_id = 0;
-  for (int attempt = 0;; ++attempt) {
-    uint64_t want = 0;
-    uint64_t purged_id = 0;
-    uint64_t lost_id = 0;
-    auto pin = std::make_unique<ValueView::Pin>();
-    uint64_t checksum = 0;
+  auto pin = std::make_unique<ValueView::Pin>();
+  uint64_t checksum = 0, size = 0, id = 0;
+  bool purged = false, stale = false;
+  {
+    IndexLock lock(*index_, options_.lock_timeout);
+    after_lock(lock);
+    IndexHeader& h = index_->header();
+    uint32_t e = index_->find(key, key_hash);
+    if (e == kNil) {
+      ++h.counters.misses;
+      return miss(false);
+    }
+    Entry& en = index_->entry(e);
+    if (en.size == 0) {
+      index_->touch(e);
+      ++h.counters.hits;
+      local_.hits.fetch_add(1, std::memory_order_relaxed);
+      return ValueView(nullptr, nullptr, 0);
+    }
+    pin->segment = map_locked(en.segment);
+    pin->slot = en.slot;
+    pin->pid = ::getpid();
+    // The pin, under the lock: a put takes only slots nobody pins, and only
+    // under the lock, so once the CAS lands the slot stays this value's.
+    int r = pin->segment->pin(en.slot);
+    if (r < 0) {
+      // ESTALE: the word is no slot word any more (the file was damaged
+      // behind the cache's back). The entry cannot be trusted.
+      stale = true;
+      index_->remove_entry(e);
+      ++h.counters.misses;
+      ++h.counters.corrupt_misses;
+    } else if (r == VOLFS_PURGED) {
+      // The daemon punched it while it was released. Our pin made the word
+      // LIVE again; the slot goes back to the free list, our unpin follows.
+      purged = true;
+      index_->remove_entry(e);
+      ++h.counters.misses;
+      ++h.counters.purged_misses;
+    } else {
+      index_->touch(e);
+      ++h.counters.hits;  // taken back below if the checksum fails
+      checksum = en.checksum;
+      size = en.size;
+      id = en.value_id;
+    }
+  }
+  if (stale) {
+    local_.corrupt_misses.fetch_add(1, std::memory_order_relaxed);
+    return miss(false);
+  }
+  if (purged) {
+    pin->segment->unpin(pin->slot);
+    return miss(true);
+  }
+
+  // Pinned: nothing can purge or change the value now. Verify it in place.
+  const std::byte* data = pin->segment->data(pin->slot);
+  if (checksum64(data, size, key_hash) != checksum) {
     {
       IndexLock lock(*index_, options_.lock_timeout);
-      after_lock(lock);
       IndexHeader& h = index_->header();
+      --h.counters.hits;
+      ++h.counters.misses;
+      ++h.counters.corrupt_misses;
       uint32_t e = index_->find(key, key_hash);
-      if (e == kNil) {
-        ++h.counters.misses;
-        return miss(false);
-      }
-      Entry& en = index_->entry(e);
-      if (en.size == 0) {
-        index_->touch(e);
-        ++h.counters.hits;
-        local_.hits.fetch_add(1, std::memory_order_relaxed);
-        return ValueView(nullptr, nullptr, 0);
-      }
-      if (file_id != en.value_id) file = cached_file(en.value_id);
-      if (!file && attempt + 1 >= kGetAttempts) {
-        // The value keeps changing under us: open it under the lock, where
-        // a live entry's file must exist. If it does not (someone removed
-        // it behind the cache's back), the entry is dropped as corrupt.
-        try {
-          file = open_value_file(en.value_id);
-          remember_file(en.value_id, file);
-        } catch (const std::system_error& err) {
-          if (err.code().value() != ENOENT) throw;
-          lost_id = en.value_id;
-          index_->remove_entry(e);
-          ++h.counters.misses;
-          ++h.counters.corrupt_misses;
-        }
-      }
-      if (lost_id != 0) {
-        // Dropped above.
-      } else if (!file) {
-        want = en.value_id;
-      } else {
-        // The first pin unmarks (under the lock: a second reader must not
-        // take the value as intact before the first one knows it is).
-        if (en.pins == 0 && file->unmark(value_range(en.size)).purged()) {
-          purged_id = en.value_id;
-          index_->remove_entry(e);
-          ++h.counters.misses;
-          ++h.counters.purged_misses;
-        } else {
-          uint32_t l = index_->add_pin(e, self);
-          if (l == kNil && reap_locked() > 0) l = index_->add_pin(e, self);
-          if (l == kNil) {
-            if (en.pins == 0) mark_released_locked(e);
-            throw_errno(ENOSPC, index_path().string() + ": all " +
-                                    std::to_string(index_->max_leases()) +
-                                    " leases in use (pins and puts in flight); raise max_leases");
-          }
-          index_->touch(e);
-          ++h.counters.hits;  // taken back below if the checksum fails
-          pin->lease = l;
-          pin->serial = index_->lease(l).serial;
-          pin->pid = self.pid;
-          pin->value_id = en.value_id;
-          pin->size = en.size;
-          checksum = en.checksum;
-        }
-      }
+      if (e != kNil && index_->entry(e).value_id == id) index_->remove_entry(e);
     }
-    if (purged_id != 0) {
-      unlink_values({purged_id});
-      return miss(true);
-    }
-    if (lost_id != 0) {
-      local_.corrupt_misses.fetch_add(1, std::memory_order_relaxed);
-      return miss(false);
-    }
-    if (want != 0) {
-      // Open outside the lock (a FUSE lookup and open), then look again.
-      try {
-        file = open_value_file(want);
-        file_id = want;
-        remember_file(want, file);
-      } catch (const std::system_error& err) {
-        if (err.code().value() != ENOENT) throw;
-        file.reset();  // erased or replaced meanwhile
-      }
-      continue;
-    }
-
-    // Pinned: nothing can purge or change the value now. Map and verify it.
-    pin->cache = shared_from_this();
-    pin->file = file;
-    try {
-      pin->mapping = file->map(0, pin->size, PROT_READ);
-    } catch (...) {
-      release(*pin);
-      throw;
-    }
-    const auto* data = pin->mapping.data<const std::byte>();
-    if (checksum64(data, pin->size, key_hash) != checksum) {
-      uint64_t id = pin->value_id;
-      pin->mapping = Mapping();
-      {
-        IndexLock lock(*index_, options_.lock_timeout);
-        IndexHeader& h = index_->header();
-        --h.counters.hits;
-        ++h.counters.misses;
-        ++h.counters.corrupt_misses;
-        if (index_->lease_is(pin->lease, pin->serial, pin->pid)) index_->release_pin(pin->lease);
-        uint32_t e = index_->find_value(id, kNil);
-        if (e != kNil) index_->remove_entry(e);
-      }
-      unlink_values({id});
-      local_.corrupt_misses.fetch_add(1, std::memory_order_relaxed);
-      return miss(false);
-    }
-    local_.hits.fetch_add(1, std::memory_order_relaxed);
-    size_t size = pin->size;
-    return ValueView(std::move(pin), data, size);
+    pin->segment->unpin(pin->slot);
+    local_.corrupt_misses.fetch_add(1, std::memory_order_relaxed);
+    return miss(false);
   }
-}
-
-void CacheImpl::release(ValueView::Pin& pin) noexcept {
-  // The mapping goes first: once the value is volatile again we must not
-  // hold a way to read it.
-  pin.mapping = Mapping();
-  // A view inherited across fork() holds its parent's lease, not ours.
-  if (pin.pid != ::getpid()) return;
-  bool gone = false;
-  try {
-    IndexLock lock(*index_, options_.lock_timeout);
-    if (!index_->lease_is(pin.lease, pin.serial, pin.pid)) return;
-    uint32_t e = index_->release_pin(pin.lease);
-    if (e != kNil) {
-      try {
-        pin.file->mark_volatile(value_range(pin.size), MarkOptions{false, options_.priority});
-      } catch (const std::system_error&) {
-        // Stays non-volatile: never purged, nothing lost.
-      }
-    } else {
-      gone = index_->find_value(pin.value_id, kNil) == kNil;
-    }
-  } catch (...) {
-    // A lock timeout: the lease stays until this process exits, when it is
-    // reclaimed like a dead one's. The value is only kept longer.
-  }
-  if (gone) forget_file(pin.value_id);
+  local_.hits.fetch_add(1, std::memory_order_relaxed);
+  return ValueView(std::move(pin), data, size);
 }
 
 bool CacheImpl::erase(std::string_view key) {
   check_key(key);
   const uint64_t key_hash = key_hash_of(key);
-  uint64_t id = 0;
   {
     IndexLock lock(*index_, options_.lock_timeout);
     after_lock(lock);
     uint32_t e = index_->find(key, key_hash);
     if (e == kNil) return false;
-    id = index_->entry(e).value_id;
     index_->remove_entry(e);
     ++index_->header().counters.erases;
   }
   local_.erases.fetch_add(1, std::memory_order_relaxed);
-  unlink_values({id});
   return true;
 }
 
 SharedCacheStats CacheImpl::stats() {
   IndexLock lock(*index_, options_.lock_timeout);
+  map_all_locked();
   const IndexHeader& h = index_->header();
   const IndexCounters& c = h.counters;
   SharedCacheStats s;
@@ -623,7 +609,13 @@ SharedCacheStats CacheImpl::stats() {
   s.evictions = c.evictions;
   s.entries = h.live_entries;
   s.bytes = h.live_bytes;
-  s.pinned = h.pinned;
+  for (uint32_t i = 0; i < index_->max_segments(); ++i) {
+    if (index_->segment(i).state != kSegmentReady) continue;
+    s.pinned += maps_[i]->pins();
+    ++s.segments;
+  }
+  s.slots = h.slots_used;
+  s.free_slots = index_->free_slots();
   s.leases_reclaimed = c.leases_reclaimed;
   s.lock_recoveries = c.lock_recoveries;
   s.max_entries = h.max_entries;
@@ -645,7 +637,9 @@ SharedCacheStats CacheImpl::local_stats() const {
 
 size_t CacheImpl::reclaim_dead_leases() {
   IndexLock lock(*index_, options_.lock_timeout);
-  return reap_locked();
+  size_t n = reap_locked();
+  if (lock.recovered()) collect_garbage_locked();
+  return n;
 }
 
 // ---- Test peer ----
@@ -657,12 +651,21 @@ void SharedCacheTestPeer::run_locked(SharedCache& cache, const std::function<voi
   fn();
 }
 
-std::filesystem::path SharedCacheTestPeer::value_path(SharedCache& cache, std::string_view key) {
+uint64_t SharedCacheTestPeer::slot_word(SharedCache& cache, std::string_view key) {
   CacheImpl& impl = *cache.impl_;
   IndexLock lock(impl.index(), impl.lock_timeout());
   uint32_t e = impl.index().find(key, key_hash_of(key));
-  if (e == kNil || impl.index().entry(e).value_id == 0) return {};
-  return impl.value_path(impl.index().entry(e).value_id);
+  if (e == kNil || impl.index().entry(e).segment == kNil) return 0;
+  const Entry& en = impl.index().entry(e);
+  return impl.mapped_locked(en.segment).load_word(en.slot);
+}
+
+std::filesystem::path SharedCacheTestPeer::segment_path(SharedCache& cache, std::string_view key) {
+  CacheImpl& impl = *cache.impl_;
+  IndexLock lock(impl.index(), impl.lock_timeout());
+  uint32_t e = impl.index().find(key, key_hash_of(key));
+  if (e == kNil || impl.index().entry(e).segment == kNil) return {};
+  return impl.segment_path(impl.index().segment(impl.index().entry(e).segment).file_id);
 }
 
 std::string SharedCacheTestPeer::check(SharedCache& cache) {
@@ -695,9 +698,11 @@ ValueView& ValueView::operator=(ValueView&& o) noexcept {
 ValueView::~ValueView() { release(); }
 
 void ValueView::release() noexcept {
+  // No lock, no system call: one compare-and-swap (none if other views of
+  // this holder pin the slot too). A view inherited across fork() is its
+  // parent's pin, which only the parent may drop.
   if (pin_) {
-    std::shared_ptr<cache_detail::CacheImpl> cache = pin_->cache;
-    cache->release(*pin_);
+    if (pin_->pid == ::getpid()) pin_->segment->unpin(pin_->slot);
     pin_.reset();
   }
   data_ = nullptr;

@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace volfs {
+namespace volfs::core {
 
 // Why pages were purged: each trigger of the purge engine is counted apart.
 // The adapter maps these onto VOLFS_SOURCE_* (same order) at the ABI edge.
@@ -167,4 +167,4 @@ class Accounting {
   std::array<CauseAtomics, kPurgeCauses> causes_{};
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -11,7 +11,7 @@
 
 #include "filesystem.h"
 
-namespace volfs::test {
+namespace volfs::core::test {
 
 template <class T>
 T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
@@ -52,4 +52,4 @@ inline uint64_t purge(Filesystem& fs, uint64_t bytes) {
   return wait_for(out, UINT64_MAX);
 }
 
-}  // namespace volfs::test
+}  // namespace volfs::core::test

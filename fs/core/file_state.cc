@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cassert>
 
-namespace volfs {
+namespace volfs::core {
 
 void FileState::on_change(uint64_t pages, const PageFlags& o, const PageFlags& n) noexcept {
   auto n64 = static_cast<int64_t>(pages);
@@ -261,4 +261,4 @@ void FileState::finish_purge(PageRange r, uint32_t purge_id) {
   update(r, clear);
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -17,7 +17,7 @@
 #include "page_map.h"
 #include "purge_queue.h"
 
-namespace volfs {
+namespace volfs::core {
 
 struct RangeStatus {
   uint64_t nonvolatile_pages = 0;
@@ -150,4 +150,4 @@ class FileState {
   uint64_t strict_pages_ = 0;
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

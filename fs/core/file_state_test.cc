@@ -16,7 +16,7 @@
 
 #include "alloc_failure_injection.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 PageRange pr(uint64_t a, uint64_t b) { return PageRange{a, b}; }
@@ -438,4 +438,4 @@ TEST_F(FileStateTest, AllocationFailureLeavesStateUnchanged) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core

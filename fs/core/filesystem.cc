@@ -17,7 +17,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 Filesystem::Filesystem(const MountOptions& options, uint64_t page_size, Backing backing)
     : options_(options),
@@ -237,4 +237,4 @@ Status Filesystem::truncate_locked(Inode& i, uint64_t size) {
   return {};
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -35,7 +35,7 @@
 #include "slot_table.h"
 #include "store.h"
 
-namespace volfs {
+namespace volfs::core {
 
 inline constexpr uint64_t kRootIno = 1;
 
@@ -430,4 +430,4 @@ class Filesystem {
   std::unique_ptr<PurgeWorker> worker_;
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

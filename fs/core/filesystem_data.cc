@@ -17,7 +17,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
   auto i = find(ino);
@@ -326,4 +326,4 @@ Result<uint64_t> Filesystem::lseek(const OpenFile& f, uint64_t off, int whence) 
   return static_cast<uint64_t>(r);
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace volfs {
+namespace volfs::core {
 
 constexpr size_t kNameMax = 255;
 constexpr size_t kXattrValueMax = size_t{64} * 1024;
@@ -32,4 +32,4 @@ inline timespec now() {
   return t;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

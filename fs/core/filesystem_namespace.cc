@@ -16,7 +16,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 Result<Entry> Filesystem::lookup(uint64_t parent, std::string_view name) {
   std::shared_lock lock(ns_mu_);
@@ -446,4 +446,4 @@ struct statvfs Filesystem::statfs() const {
   return s;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -15,7 +15,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
   uint64_t max_pages = max_bytes == VOLFS_PURGE_ALL ? UINT64_MAX : max_bytes / page_size_;
@@ -184,4 +184,4 @@ void Filesystem::finish_purge(const std::vector<PurgeBatch>& batches) {
   }
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -12,7 +12,7 @@
 #include "filesystem.h"
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 constexpr uint64_t kWordSize = sizeof(volfs_slot_word);
@@ -284,4 +284,4 @@ std::vector<SlotTable::Slot*> Filesystem::slots_before_punch(Inode& i, uint64_t 
   return taken;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -22,7 +22,7 @@
 #include "core_test_util.h"
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 using test::mark;
@@ -704,4 +704,4 @@ TEST(FilesystemTest, AllocationFailuresLeaveTheCoreConsistent) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core

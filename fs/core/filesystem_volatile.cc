@@ -15,7 +15,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 Result<PageRange> Filesystem::volatile_range(const Inode& i, ByteRange r, bool for_mark) const {
   if (r.offset % page_size_ || r.length % page_size_) return Err{EINVAL};
@@ -303,4 +303,4 @@ void Filesystem::run_invalidation(MarkInvalidation& m) {
   finish_mark(m.entries, m.done);
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

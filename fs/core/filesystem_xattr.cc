@@ -15,7 +15,7 @@
 
 #include "filesystem_internal.h"
 
-namespace volfs {
+namespace volfs::core {
 
 namespace {
 Status check_xattr_name(std::string_view name) {
@@ -126,4 +126,4 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   return {};
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace volfs {
+namespace volfs::core {
 
 // Undoes mountinfo's octal escapes (\040 for space, \011, \012, \134).
 inline std::string unescape_mountinfo(std::string_view s) {
@@ -23,4 +23,4 @@ inline std::string unescape_mountinfo(std::string_view s) {
   return out;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

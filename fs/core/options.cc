@@ -5,7 +5,7 @@
 #include <charconv>
 #include <limits>
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 Result<uint64_t> parse_u64(std::string_view s, int base = 10) {
@@ -93,4 +93,4 @@ std::string validate(const MountOptions& o, uint64_t page_size) {
   return "";
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -12,7 +12,7 @@
 #include "pressure_options.h"
 #include "result.h"
 
-namespace volfs {
+namespace volfs::core {
 
 struct MountOptions {
   uint64_t size_bytes = 0;  // size limit of stored data
@@ -50,4 +50,4 @@ MountOptions default_mount_options(uint64_t ram_bytes, uint64_t page_size);
 // Checks combinations; returns an error message or "".
 std::string validate(const MountOptions& o, uint64_t page_size);
 
-}  // namespace volfs
+}  // namespace volfs::core

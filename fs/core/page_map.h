@@ -11,7 +11,7 @@
 #include <map>
 #include <vector>
 
-namespace volfs {
+namespace volfs::core {
 
 // State of one page. Default-constructed means: a hole, not volatile.
 struct PageFlags {
@@ -229,4 +229,4 @@ class PageMap {
   std::map<uint64_t, Run> runs_;  // keyed by first page
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -12,7 +12,7 @@
 
 #include "core/page_map.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 constexpr uint64_t kPages = 64;
@@ -170,10 +170,10 @@ class Harness {
 };
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace volfs;
+  using namespace volfs::core;
   FuzzedDataProvider in(data, size);
   // At page 0, or ending at UINT64_MAX: the top page numbers, where end arithmetic could wrap.
   Harness h(in.ConsumeBool() ? UINT64_MAX - kPages : 0);

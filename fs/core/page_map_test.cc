@@ -6,7 +6,7 @@
 
 #include <random>
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 TEST(PageMapTest, HolesAreDefaultAndRunsMerge) {
@@ -70,4 +70,4 @@ TEST(PageMapTest, RandomUpdatesMatchPerPageModel) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core

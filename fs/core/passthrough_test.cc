@@ -14,7 +14,7 @@
 #include "core_test_util.h"
 #include "filesystem.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 const uint64_t kPage = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -209,4 +209,4 @@ TEST_F(PassthroughTest, TheSizeLimitIsTheKernels) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core

@@ -13,7 +13,7 @@
 
 #include "mountinfo.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -620,4 +620,4 @@ SystemPressure open_system_pressure(const PressureOptions& o,
   return out;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

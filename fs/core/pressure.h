@@ -29,7 +29,7 @@
 #include "pressure_options.h"
 #include "purge_worker.h"
 
-namespace volfs {
+namespace volfs::core {
 
 // ---- The world ----------------------------------------------------------------
 
@@ -248,4 +248,4 @@ struct SystemPressure {
 SystemPressure open_system_pressure(const PressureOptions& o,
                                     const std::shared_ptr<PressureEnv>& env);
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -6,7 +6,7 @@
 
 #include "options.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 std::optional<uint32_t> parse_ms(std::string_view s) {
@@ -163,4 +163,4 @@ std::string validate_pressure(const PressureOptions& o, uint64_t ram_bytes) {
   return "";
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace volfs {
+namespace volfs::core {
 
 // A PSI trigger: stall_ms of "some" (or "full") stall within window_ms.
 struct PsiTrigger {
@@ -58,4 +58,4 @@ std::optional<std::string> parse_pressure_option(std::string_view arg, uint64_t 
 // Checks the combination; returns an error message or "".
 std::string validate_pressure(const PressureOptions& o, uint64_t ram_bytes);
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -17,7 +17,7 @@
 
 #include "filesystem.h"
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 using namespace std::chrono_literals;
@@ -578,4 +578,4 @@ TEST(RealPsi, TriggerRegistersAndTheWatcherStopsCleanly) {
 }
 
 }  // namespace
-}  // namespace volfs
+}  // namespace volfs::core

@@ -14,7 +14,7 @@
 
 #include "page_map.h"
 
-namespace volfs {
+namespace volfs::core {
 
 struct PurgeEntry {
   uint8_t prio = 0;
@@ -78,4 +78,4 @@ class PurgeQueue {
   std::set<PurgeEntry> entries_;  // GUARDED_BY(mu_)
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

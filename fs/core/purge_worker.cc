@@ -9,7 +9,7 @@
 #include <cstring>
 #include <exception>
 
-namespace volfs {
+namespace volfs::core {
 
 PurgeWorker::PurgeWorker(std::vector<std::unique_ptr<PressureSource>> sources,
                          std::function<AccountingSnapshot()> snapshot, PurgeFn on_pressure)
@@ -184,4 +184,4 @@ void PurgeWorker::watch() {
   }
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

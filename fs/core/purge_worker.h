@@ -22,7 +22,7 @@
 
 #include "accounting.h"
 
-namespace volfs {
+namespace volfs::core {
 
 // What the system pressure sources last saw, for STATS (0 where a source is off).
 struct PressureStatus {
@@ -148,4 +148,4 @@ class PurgeWorker {
   std::thread thread_;      // last: starts after the members it uses exist
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

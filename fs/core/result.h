@@ -5,7 +5,7 @@
 #include <cassert>
 #include <utility>
 
-namespace volfs {
+namespace volfs::core {
 
 template <class T>
 class [[nodiscard]] Result {
@@ -57,4 +57,4 @@ struct Err {
   operator Status() const { return Status::error(err); }  // NOLINT
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

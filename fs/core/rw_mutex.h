@@ -12,7 +12,7 @@
 #include <cassert>
 #include <system_error>
 
-namespace volfs {
+namespace volfs::core {
 
 class RwMutex {
  public:
@@ -41,4 +41,4 @@ class RwMutex {
   pthread_rwlock_t lock_;
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -12,7 +12,7 @@
 #include <cerrno>
 #include <climits>
 
-namespace volfs {
+namespace volfs::core {
 namespace {
 
 std::atomic_ref<uint64_t> word_of(const SlotTable::Slot& s) { return std::atomic_ref(*s.word); }
@@ -189,4 +189,4 @@ bool SlotTable::settle_stray_purging(const Slot& s) {
   return true;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -16,7 +16,7 @@
 
 #include "page_map.h"
 
-namespace volfs {
+namespace volfs::core {
 
 class SlotTable {
  public:
@@ -102,4 +102,4 @@ class SlotTable {
   uint64_t holder_bits_ = 0;                 // bits taken
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

@@ -12,7 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace volfs {
+namespace volfs::core {
 
 Backing Backing::make(uint64_t size_bytes, uint64_t nr_inodes) {
   Backing b;
@@ -188,4 +188,4 @@ std::vector<PageRange> Store::data_runs(PageRange r, uint64_t page_size, uint64_
   return out;
 }
 
-}  // namespace volfs
+}  // namespace volfs::core

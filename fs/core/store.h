@@ -22,7 +22,7 @@
 
 #include "page_map.h"
 
-namespace volfs {
+namespace volfs::core {
 
 class Backing {
  public:
@@ -89,4 +89,4 @@ class Store {
   int fd_ = -1;
 };
 
-}  // namespace volfs
+}  // namespace volfs::core

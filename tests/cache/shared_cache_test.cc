@@ -140,17 +140,22 @@ class SharedCacheTest : public test::MountTest {
   SharedCache open(const SharedCacheOptions& o = small_options(), std::string_view name = "c") {
     return SharedCache::open(dir(), name, o);
   }
-  size_t value_files(std::string_view name = "c") const {
+  size_t segment_files(std::string_view name = "c") const {
     size_t n = 0;
     for ([[maybe_unused]] auto& f : fs::directory_iterator(dir() / (std::string(name) + ".values")))
       ++n;
     return n;
   }
-  RangeStatus value_status(SharedCache& c, std::string_view key) {
-    fs::path p = SharedCacheTestPeer::value_path(c, key);
-    EXPECT_FALSE(p.empty()) << key;
-    File f = File::open(p, O_RDWR);
-    return f.status();
+  // The pin bits in the word of key's slot (0: released, purgeable).
+  uint64_t pin_bits(SharedCache& c, std::string_view key) {
+    uint64_t w = SharedCacheTestPeer::slot_word(c, key);
+    EXPECT_NE(w, 0u) << key << " has no slot";
+    return w & VOLFS_SLOT_PIN_BITS;
+  }
+  // Slots in use (live values and puts in flight).
+  uint64_t used_slots(SharedCache& c) {
+    SharedCacheStats s = c.stats();
+    return s.slots - s.free_slots;
   }
   void purge_all() { volfs::purge(dir(), VOLFS_PURGE_ALL); }
 };
@@ -183,30 +188,30 @@ TEST_F(SharedCacheTest, PutGetEraseAndStats) {
   EXPECT_TRUE(c.erase("k"));
   EXPECT_FALSE(c.erase("k"));
   EXPECT_FALSE(c.get("k"));
-  EXPECT_EQ(value_files(), 0u) << "an erased value's file is gone";
+  EXPECT_EQ(used_slots(c), 0u) << "an erased value's slot is free";
+  EXPECT_EQ(segment_files(), 1u) << "one segment (one-page class) so far";
   EXPECT_EQ(c.stats().entries, 1u);
   EXPECT_EQ(c.local_stats().hits, 2u);
   EXPECT_EQ(c.local_stats().misses, 2u);
   EXPECT_EQ(SharedCacheTestPeer::check(c), "");
 }
 
-TEST_F(SharedCacheTest, ValuesAreVolatileExactlyWhenReleased) {
+TEST_F(SharedCacheTest, ValuesArePinnedExactlyWhileViewed) {
   SharedCache c = open();
   c.put("k", make_value("k", 1, size_t{3} * 4096));
-  const uint64_t pages = (c.stats().bytes + 4095) / 4096;
-  RangeStatus st = value_status(c, "k");
-  EXPECT_EQ(st.volatile_pages, pages);
-  EXPECT_EQ(st.nonvolatile_pages, 0u);
+  EXPECT_EQ(pin_bits(c, "k"), 0u) << "released after the put";
+  EXPECT_EQ(VOLFS_SLOT_STATE(SharedCacheTestPeer::slot_word(c, "k")), VOLFS_SLOT_LIVE);
   {
     std::optional<ValueView> a = c.get("k");
     ASSERT_TRUE(a);
-    std::optional<ValueView> b = c.get("k");  // a second pin of the same value
+    std::optional<ValueView> b = c.get("k");  // a second pin of the same holder
     ASSERT_TRUE(b);
-    EXPECT_EQ(value_status(c, "k").volatile_pages, 0u);
+    const uint64_t bits = pin_bits(c, "k");
+    EXPECT_EQ(__builtin_popcountll(bits), 1) << "one holder, one bit";
     a.reset();
-    EXPECT_EQ(value_status(c, "k").volatile_pages, 0u) << "b still pins it";
+    EXPECT_EQ(pin_bits(c, "k"), bits) << "b still pins it";
   }
-  EXPECT_EQ(value_status(c, "k").volatile_pages, pages);
+  EXPECT_EQ(pin_bits(c, "k"), 0u);
   // The index itself is never volatile.
   File index = File::open(c.index_path(), O_RDWR);
   EXPECT_EQ(index.status().volatile_pages, 0u);
@@ -221,7 +226,7 @@ TEST_F(SharedCacheTest, PurgedValueIsAPurgedMissAndIsDropped) {
   EXPECT_EQ(s.purged_misses, 1u);
   EXPECT_EQ(s.misses, 1u);
   EXPECT_EQ(s.entries, 0u);
-  EXPECT_EQ(value_files(), 0u);
+  EXPECT_EQ(used_slots(c), 0u);
   EXPECT_FALSE(c.get("k"));
   EXPECT_EQ(c.stats().purged_misses, 1u) << "dropped: the second miss is a plain one";
   // The caller recomputes.
@@ -264,12 +269,15 @@ TEST_F(SharedCacheTest, ReplacingKeepsReadersOnTheirBytes) {
     ASSERT_TRUE(now);
     EXPECT_EQ(version_of("k", now->str()), 2u);
   }
-  EXPECT_EQ(value_files(), 1u) << "the old file is unlinked, still open by the reader";
+  EXPECT_EQ(used_slots(c), 1u) << "the old slot is free, though still pinned by the reader";
+  // Its pin keeps it from reuse: a stream of puts never lands in it.
+  for (int i = 0; i < 40; ++i) c.put("other" + std::to_string(i), make_value("o", i));
+  EXPECT_EQ(old->str(), v1);
   EXPECT_TRUE(c.erase("k"));
   EXPECT_EQ(old->str(), v1);
   old.reset();
   SharedCacheStats s = c.stats();
-  EXPECT_EQ(s.entries, 0u);
+  EXPECT_EQ(s.entries, 40u);
   EXPECT_EQ(s.pinned, 0u);
   EXPECT_EQ(SharedCacheTestPeer::check(c), "");
 }
@@ -286,7 +294,7 @@ TEST_F(SharedCacheTest, ViewOutlivesItsCacheObject) {
   v.reset();
   SharedCache c = open();
   EXPECT_EQ(c.stats().pinned, 0u);
-  EXPECT_GT(value_status(c, "k").volatile_pages, 0u);
+  EXPECT_EQ(pin_bits(c, "k"), 0u);
 }
 
 TEST_F(SharedCacheTest, FullIndexEvictsTheLeastRecentlyUsedReleasedEntry) {
@@ -315,7 +323,7 @@ TEST_F(SharedCacheTest, FullIndexEvictsTheLeastRecentlyUsedReleasedEntry) {
     EXPECT_EQ(e.code().value(), ENOSPC);
     EXPECT_NE(std::string(e.what()).find("index full"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(value_files(), 4u) << "the refused value's file is gone";
+  EXPECT_EQ(used_slots(c), 4u) << "the refused value's slot is free again";
   // A replacement needs no eviction: it frees its own key's entry, even a
   // pinned one (whose reader keeps the old bytes).
   c.put("k2", make_value("k2", 9, 100));
@@ -332,21 +340,38 @@ TEST_F(SharedCacheTest, FullIndexEvictsTheLeastRecentlyUsedReleasedEntry) {
   EXPECT_EQ(SharedCacheTestPeer::check(c), "");
 }
 
-TEST_F(SharedCacheTest, FullLeaseTableIsAnError) {
+TEST_F(SharedCacheTest, PinsNeedNoLeases) {
   SharedCacheOptions o = small_options();
-  o.max_leases = 2;
+  o.max_leases = 1;  // one put in flight at a time; readers take none
   SharedCache c = open(o);
   c.put("k", std::string_view("value"));
-  std::optional<ValueView> a = c.get("k"), b = c.get("k");
-  ASSERT_TRUE(a && b);
-  try {
-    (void)c.get("k");
-    ADD_FAILURE() << "a third pin in a table of two";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code().value(), ENOSPC);
+  std::vector<ValueView> views;
+  for (int i = 0; i < 10; ++i) {
+    std::optional<ValueView> v = c.get("k");
+    ASSERT_TRUE(v);
+    views.push_back(std::move(*v));
   }
-  a.reset();
-  EXPECT_TRUE(c.get("k"));
+  c.put("k2", std::string_view("value2"));
+  EXPECT_EQ(c.stats().pinned, 1u) << "one holder bit, however many views";
+}
+
+// Each SharedCache object is one holder of each segment file; volfs has 62
+// pin bits per file. The 63rd is refused with a message naming the limit.
+TEST_F(SharedCacheTest, SixtyThirdHolderOfASegmentIsRefusedClearly) {
+  std::vector<SharedCache> caches;
+  caches.push_back(open());
+  caches[0].put("k", std::string_view("v"));
+  for (unsigned i = 1; i < VOLFS_SLOT_HOLDERS; ++i) caches.push_back(open());
+  try {
+    SharedCache extra = open();
+    ADD_FAILURE() << "a 63rd holder of one segment file";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EUSERS) << e.what();
+    EXPECT_NE(std::string(e.what()).find("62 holders"), std::string::npos) << e.what();
+  }
+  caches.pop_back();  // its open file is released: its bit is free again
+  SharedCache again = open();
+  EXPECT_TRUE(again.get("k"));
 }
 
 TEST_F(SharedCacheTest, RejectsBadKeysNamesAndDirectories) {
@@ -555,10 +580,11 @@ TEST_F(SharedCacheTest, ManyThreadsOfOneProcess) {
 
 // ---- Crashes ----
 
-TEST_F(SharedCacheTest, PinOfAKilledReaderIsReclaimed) {
-  SharedCacheOptions o = small_options();
-  o.reap_interval = seconds(3600);  // only explicit reclaims in this test
-  SharedCache c = open(o);
+// A killed reader's pin is its holder bit; the daemon clears it when the
+// reader's open files are released (at its death). Nothing in the cache
+// has to reclaim it.
+TEST_F(SharedCacheTest, PinOfAKilledReaderIsReleasedByTheDaemon) {
+  SharedCache c = open();
   c.put("k", make_value("k", 5));
   SyncPipe pinned;
   ChildProcess reader;
@@ -573,43 +599,31 @@ TEST_F(SharedCacheTest, PinOfAKilledReaderIsReclaimed) {
   });
   ASSERT_TRUE(pinned.wait());
   EXPECT_EQ(c.stats().pinned, 1u);
-  EXPECT_EQ(value_status(c, "k").volatile_pages, 0u);
-  EXPECT_EQ(c.reclaim_dead_leases(), 0u) << "the reader is alive";
-  // Others go on meanwhile.
+  EXPECT_NE(pin_bits(c, "k"), 0u);
+  purge_all();
+  // Others go on meanwhile, and the pinned value survived the purge.
   c.put("other", make_value("other", 1));
   EXPECT_TRUE(c.get("other"));
+  {
+    std::optional<ValueView> v = c.get("k");
+    ASSERT_TRUE(v);
+    EXPECT_EQ(version_of("k", v->str()), 5u);
+  }
 
   kill(reader.pid(), SIGKILL);
   EXPECT_TRUE(test::killed_by(reader.wait(), SIGKILL));
-  EXPECT_EQ(c.reclaim_dead_leases(), 1u);
-  SharedCacheStats s = c.stats();
-  EXPECT_EQ(s.pinned, 0u);
-  EXPECT_EQ(s.leases_reclaimed, 1u);
-  EXPECT_GT(value_status(c, "k").volatile_pages, 0u) << "volatile again once unpinned";
+  // The release of the reader's open file may trail its death a little (the
+  // kernel sends FUSE_RELEASE, the daemon clears the bit): wait, bounded.
+  uint64_t bits = ~uint64_t{0};
+  for (int i = 0; i < 500 && (bits = pin_bits(c, "k")) != 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(bits, 0u) << "the dead reader's bit is still set after 5 s";
+  EXPECT_EQ(c.stats().pinned, 0u);
   purge_all();
-  EXPECT_FALSE(c.get("k"));
+  EXPECT_FALSE(c.get("k")) << "purgeable again once unpinned";
   EXPECT_EQ(c.stats().purged_misses, 1u);
   EXPECT_EQ(SharedCacheTestPeer::check(c), "");
-}
-
-TEST_F(SharedCacheTest, DeadPinsAreReclaimedPeriodicallyToo) {
-  SharedCacheOptions o = small_options();
-  o.reap_interval = milliseconds(100);
-  SharedCache c = open(o);
-  c.put("k", make_value("k", 5));
-  const std::string d = dir();
-  int status = test::run_in_child([&] {
-    SharedCache mine = SharedCache::open(d, "c", small_options());
-    std::optional<ValueView> v = mine.get("k");
-    CHILD_CHECK(v);
-    raise(SIGKILL);  // dies holding the pin
-    return 0;
-  });
-  EXPECT_TRUE(test::killed_by(status, SIGKILL));
-  std::this_thread::sleep_for(milliseconds(150));
-  EXPECT_FALSE(c.get("absent"));  // any operation
-  EXPECT_EQ(c.stats().pinned, 0u);
-  EXPECT_EQ(c.stats().leases_reclaimed, 1u);
 }
 
 TEST_F(SharedCacheTest, LockOfAKilledHolderDoesNotWedgeOthers) {
@@ -655,17 +669,21 @@ TEST_F(SharedCacheTest, PutKilledAtAnyPointLeavesOldOrNewValue) {
   struct Case {
     const char* point;
     uint64_t want_version;  // what a get must see afterwards
+    size_t size;            // pads the killed put's value: 3 pages needs a new segment
   };
   const Case cases[] = {
-      {"put.after_write", 1},       // written, unpublished: the old value stays
-      {"publish.after_commit", 2},  // both live for a moment: the newer wins
-      {"put.after_publish", 2},    {"remove.after_commit", 2}, {"put.after_replace", 2},
+      {"put.after_write", 1, 0},       // written, unpublished: the old value stays
+      {"publish.after_commit", 2, 0},  // both live for a moment: the newer wins
+      {"put.after_publish", 2, 0},
+      {"remove.after_commit", 2, 0},
+      {"put.after_replace", 2, 0},
+      {"segment.before_publish", 1, 3 * 4096},  // its file is left to collect
   };
   const std::string d = dir();
   for (const Case& tc : cases) {
     SCOPED_TRACE(tc.point);
     SharedCache c = open();
-    c.put("k", make_value("k", 1));
+    c.put("k", make_value("k", 1, 100));
     static const char* kill_at;
     kill_at = tc.point;
     int status = test::run_in_child([&] {
@@ -673,7 +691,9 @@ TEST_F(SharedCacheTest, PutKilledAtAnyPointLeavesOldOrNewValue) {
         if (std::strcmp(at, kill_at) == 0) raise(SIGKILL);
       });
       SharedCache mine = SharedCache::open(d, "c", small_options());
-      mine.put("k", make_value("k", 2));
+      std::string v = make_value("k", 2, 100);
+      v.resize(std::max(v.size(), tc.size), 'x');
+      mine.put("k", v);
       return 0;
     });
     ASSERT_TRUE(test::killed_by(status, SIGKILL));
@@ -681,38 +701,16 @@ TEST_F(SharedCacheTest, PutKilledAtAnyPointLeavesOldOrNewValue) {
     {
       std::optional<ValueView> v = c.get("k");
       ASSERT_TRUE(v);
-      EXPECT_EQ(version_of("k", v->str()), tc.want_version);
+      EXPECT_EQ(version_of("k", v->str(), 100), tc.want_version);
     }
     EXPECT_EQ(SharedCacheTestPeer::check(c), "");
     SharedCacheStats s = c.stats();
     EXPECT_EQ(s.entries, 1u);
     EXPECT_EQ(s.pinned, 0u);
-    { SharedCache fresh = open(); }  // opening collects orphaned files
-    EXPECT_EQ(value_files(), 1u);
+    EXPECT_EQ(used_slots(c), 1u) << "the killed put's slot is free again";
+    EXPECT_EQ(segment_files(), 1u);
     EXPECT_TRUE(c.erase("k"));
   }
-}
-
-// ---- Under purge-on-mark, every released value is gone at once ----
-
-class PurgeOnMarkTest : public SharedCacheTest {
- protected:
-  std::string mount_options() const override { return "size=256m,purge_on_mark"; }
-};
-
-TEST_F(PurgeOnMarkTest, EveryGetOfAReleasedValueIsAPurgedMiss) {
-  SharedCache c = open();
-  for (int i = 0; i < 20; ++i) {
-    std::string k = "k" + std::to_string(i % 4);
-    c.put(k, make_value(k, i));
-    EXPECT_FALSE(c.get(k)) << i;
-  }
-  SharedCacheStats s = c.stats();
-  EXPECT_EQ(s.purged_misses, 20u);
-  EXPECT_EQ(s.hits, 0u);
-  EXPECT_EQ(s.corrupt_misses, 0u);
-  EXPECT_EQ(s.entries, 0u);
-  EXPECT_EQ(value_files(), 0u);
 }
 
 // ---- Real memory pressure: the mount's size limit ----

@@ -420,7 +420,7 @@ std::optional<std::string> mountinfo_line(const std::string& path) {
     std::istringstream fields(line);
     std::string id, parent, devno, root, mount_point;
     if (!(fields >> id >> parent >> devno >> root >> mount_point)) continue;
-    if (unescape_mountinfo(mount_point) != path) continue;
+    if (core::unescape_mountinfo(mount_point) != path) continue;
     size_t sep = line.find(" - ");
     if (sep == std::string::npos) continue;
     std::istringstream rest(line.substr(sep + 3));
