@@ -101,6 +101,18 @@ struct Daemon {
   double timeout = 1.0;          // entry and attribute cache timeout, seconds
   std::string mountpoint;        // absolute, for init() to find the mount's bdi
   uint64_t readahead_bytes = 0;  // 0: the kernel's default
+  // The real handlers, behind the counting table of counted_operations.h;
+  // written once before the session starts, read-only after.
+  fuse_lowlevel_ops handlers{};
+
+  // FUSE requests that reached a handler since the start (volfs_stats.requests).
+  // Relaxed: a statistic that orders nothing; a request is counted before
+  // its reply, so whoever saw the reply and then asks for STATS sees it.
+  void count_request() { requests_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> requests_{0};
 };
 
 inline Daemon& daemon_of(fuse_req_t req) { return *static_cast<Daemon*>(fuse_req_userdata(req)); }

@@ -55,6 +55,7 @@ void stats(fuse_req_t req, Daemon& d, unsigned cmd, size_t out_size) {
   s.cgroup_min_bytes = p.cgroup_min_bytes;
   s.psi_step_bytes = p.psi_step_bytes;
   s.sources_active = p.active;  // PurgeCause bits are VOLFS_SOURCE_BIT bits
+  s.requests = d.requests();    // this STATS request included
   for (size_t k = 0; k < kPurgeCauses; ++k) {
     s.sources[k].signals = a.causes[k].signals;
     s.sources[k].purges = a.causes[k].purges;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/pressure.h"
+#include "counted_operations.h"
 #include "daemon.h"
 #include "readahead.h"
 
@@ -220,7 +221,8 @@ void init(void* userdata, fuse_conn_info* conn) {
   }
 }
 
-fuse_lowlevel_ops operations(bool xattr) {
+// The handler table, every entry counted (counted_operations.h).
+fuse_lowlevel_ops operations(Daemon& d, bool xattr) {
   fuse_lowlevel_ops ops{};
   ops.init = init;
   assign_entry_operations(ops);
@@ -231,7 +233,7 @@ fuse_lowlevel_ops operations(bool xattr) {
   // every xattr call with EOPNOTSUPP by itself and stops asking for
   // security.capability before each write(2): one round trip less per write.
   if (xattr) assign_xattr_operations(ops);
-  return ops;
+  return counted_operations(d, ops);
 }
 
 int run(int argc, char** argv) {
@@ -322,7 +324,7 @@ int run(int argc, char** argv) {
   }
   daemon->owner_uid = getuid();
   {
-    fuse_lowlevel_ops ops = operations(cl.xattr);
+    fuse_lowlevel_ops ops = operations(*daemon, cl.xattr);
     se = fuse_session_new(&args, &ops, sizeof(ops), daemon.get());
   }
   if (!se) goto out;  // libfuse printed which option it did not know

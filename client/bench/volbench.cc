@@ -35,14 +35,15 @@ const std::vector<Workload>& all_workloads() {
       {"rand_write_4k", "4 KiB pwrites at random pages, kIOPS", run_rand_write_4k},
       {"mmap_first_touch", "read a fresh mapping of an uncached file, GB/s", run_mmap_first_touch},
       {"mmap_second_pass", "read the same mapping again, GB/s", run_mmap_second_pass},
-      {"mark_unmark", "MARK/UNMARK latency of one page vs native anchors, us", run_mark_unmark},
+      {"mark_unmark", "MARK/UNMARK latency vs native anchors, us; slot pin/unpin, ns",
+       run_mark_unmark},
       {"range_scaling", "MARK/UNMARK latency with 10^3..10^5 ranges in the file, us",
        run_range_scaling},
       {"purge", "explicit purge (clean, dirty mapped) GB/s; watermark purge delay, ms", run_purge},
       {"memory", "memory per GiB stored, vs tmpfs", run_memory},
       {"metadata", "create (+4 KiB write), stat, unlink of --ops/10 small files, kops/s",
        run_metadata},
-      {"cache", "SharedCache get/put latency and throughput", run_cache},
+      {"cache", "SharedCache get/put latency and throughput; FUSE requests per get", run_cache},
   };
   return w;
 }
@@ -67,7 +68,8 @@ void usage(FILE* out) {
                "  --reps=N           repetitions of every figure (default 5)\n"
                "  --ops=N            random 4 KiB operations per rep (default 100000);\n"
                "                     metadata creates --ops/10 files per rep\n"
-               "  --latency_ops=N    MARK/UNMARK pairs per rep (default 20000)\n"
+               "  --latency_ops=N    MARK/UNMARK pairs per rep, and slot pin/unpin pairs\n"
+               "                     (default 20000)\n"
                "  --ranges_max=N     largest range count of range_scaling, a power of ten\n"
                "                     >= 1000 (default 100000; a file holds <= 262144 runs)\n"
                "  --json=FILE|-      also write the results as JSON ('-': stdout; the\n"

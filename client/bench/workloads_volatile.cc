@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <optional>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "bench.h"
@@ -35,6 +37,50 @@ void punch(int fd, uint64_t off, uint64_t len) {
                     static_cast<off_t>(len)) == 0,
         "fallocate(PUNCH_HOLE)");
 }
+
+// Nanoseconds of CLOCK_MONOTONIC (vDSO: no system call on this VM's tsc
+// clocksource), as an integer: the slot rows time operations of a few ns.
+int64_t now_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+// FUSE requests the daemon has served (volfs_stats.requests), this STATS included.
+uint64_t requests_served(const volfs::File& f) { return f.stats().requests; }
+
+// One slot of a file of the mount, as volbench's only holder pins it: page 0
+// is the data, the word sits at the start of page 1. Empty (why() says why
+// not) where the daemon has no slots or the file is not in passthrough.
+class BenchSlot {
+ public:
+  explicit BenchSlot(const std::string& path) {
+    const uint64_t ps = page_size();
+    create_written(path, ps);  // the data page; the word's page stays a hole
+    Fd fd = open_file(path, O_RDWR);
+    check(::ftruncate(fd.get(), static_cast<off_t>(2 * ps)) == 0, "ftruncate");
+    file_.emplace(volfs::File::open(path, O_RDWR));
+    try {
+      volfs::SlotRegistration reg = file_->register_slot({0, ps}, ps);
+      map_ = file_->map(0, 2 * ps);
+      slot_.emplace(reinterpret_cast<volfs_slot_word*>(map_.data<char>() + ps), reg.holder,
+                    reg.created);
+      if (reg.created) slot_->unpin();  // the loops start unpinned
+    } catch (const std::system_error& e) {
+      why_ = e.what();
+    }
+  }
+  bool ok() const { return slot_.has_value(); }
+  const std::string& why() const { return why_; }
+  volfs::File& file() { return *file_; }
+  volfs::Slot& slot() { return *slot_; }
+
+ private:
+  std::optional<volfs::File> file_;
+  volfs::Mapping map_;
+  std::optional<volfs::Slot> slot_;
+  std::string why_;
+};
 
 std::string pow10_name(uint64_t n) {
   int e = static_cast<int>(std::lround(std::log10(static_cast<double>(n))));
@@ -78,6 +124,22 @@ void run_mark_unmark(Env& env) {
     Row dontneed_p99 = make_row(w, "MADV_DONTNEED 1 page, p99", "us", Better::kLower);
     Row free_med = make_row(w, "MADV_FREE 1 page, median", "us", Better::kLower);
     Row free_p99 = make_row(w, "MADV_FREE 1 page, p99", "us", Better::kLower);
+    // Slots: pin and unpin are a compare-and-swap on a word of the mapped
+    // file, no system call; the anchor is the same CAS on private memory.
+    BenchSlot bslot(env.vdir + "/mark_unmark_slot");
+    Row pin_med = make_row(w, "slot pin, median", "ns", Better::kLower);
+    Row pin_p99 = make_row(w, "slot pin, p99", "ns", Better::kLower);
+    Row unpin_med = make_row(w, "slot unpin, median", "ns", Better::kLower);
+    Row unpin_p99 = make_row(w, "slot unpin, p99", "ns", Better::kLower);
+    Row pair_mean = make_row(w, "slot pin+unpin, untimed", "ns", Better::kLower);
+    Row clock_pair = make_row(w, "clock pair alone, median", "ns", Better::kLower);
+    clock_pair.baseline_label = "empty interval";
+    Row slot_requests = make_row(w, "FUSE requests, slot loop", "count", Better::kLower,
+                                 Target{Target::kVolfsAtMost, 0});
+    for (Row* r : {&pin_med, &pin_p99, &unpin_med, &unpin_p99, &pair_mean}) {
+      r->baseline_label = "CAS, private memory";
+    }
+    uint64_t private_word = 0;
     for (Row* r : {&mark_med, &mark_p99, &unmark_med, &unmark_p99, &bmark_med, &bunmark_med}) {
       r->baseline_label = "punch 1 page (tmpfs)";
     }
@@ -138,6 +200,72 @@ void run_mark_unmark(Env& env) {
           out.push_back(micros(now_sec() - t0));
         }
       }
+      if (bslot.ok()) {
+        std::vector<double> pn, upn, cas_set, cas_clear;
+        volfs::Slot& slot = bslot.slot();
+        const uint64_t before = requests_served(bslot.file());
+        for (uint64_t i = 0; i < iters; ++i) {
+          int64_t t0 = now_ns();
+          volfs::UnmarkResult res = slot.pin();
+          int64_t t1 = now_ns();
+          slot.unpin();
+          int64_t t2 = now_ns();
+          if (res.purged()) throw std::runtime_error("mark_unmark: the slot was purged meanwhile");
+          pn.push_back(static_cast<double>(t1 - t0));
+          upn.push_back(static_cast<double>(t2 - t1));
+        }
+        // Back to back, one clock read around the lot: the per-op clock
+        // reads above (~20 ns a pair here) are in every timed figure.
+        int64_t t0 = now_ns();
+        for (uint64_t i = 0; i < iters; ++i) {
+          (void)slot.pin();
+          slot.unpin();
+        }
+        const double pair_ns = static_cast<double>(now_ns() - t0) / static_cast<double>(iters);
+        // Minus the two STATS calls themselves: `before` counts its own.
+        const uint64_t after = requests_served(bslot.file());
+        if (before > 0) {  // 0: a daemon that does not count its requests
+          slot_requests.volfs.v.push_back(static_cast<double>(after - before - 1));
+        }
+        // The anchor: set, then clear, a bit of a private word by CAS.
+        auto cas = [&](uint64_t want_bit, bool set) {
+          uint64_t w = __atomic_load_n(&private_word, __ATOMIC_ACQUIRE);
+          while (!__atomic_compare_exchange_n(&private_word, &w, set ? w | want_bit : w & ~want_bit,
+                                              false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+          }
+        };
+        for (uint64_t i = 0; i < iters; ++i) {
+          int64_t c0 = now_ns();
+          cas(1, true);
+          int64_t c1 = now_ns();
+          cas(1, false);
+          int64_t c2 = now_ns();
+          cas_set.push_back(static_cast<double>(c1 - c0));
+          cas_clear.push_back(static_cast<double>(c2 - c1));
+        }
+        int64_t c0 = now_ns();
+        for (uint64_t i = 0; i < iters; ++i) {
+          cas(1, true);
+          cas(1, false);
+        }
+        const double cas_pair_ns = static_cast<double>(now_ns() - c0) / static_cast<double>(iters);
+        std::vector<double> empty;
+        for (uint64_t i = 0; i < iters; ++i) {
+          int64_t e0 = now_ns();
+          empty.push_back(static_cast<double>(now_ns() - e0));
+        }
+        clock_pair.baseline.v.push_back(percentile(empty, 0.5));
+        pin_med.volfs.v.push_back(percentile(pn, 0.5));
+        pin_p99.volfs.v.push_back(percentile(pn, 0.99));
+        unpin_med.volfs.v.push_back(percentile(upn, 0.5));
+        unpin_p99.volfs.v.push_back(percentile(upn, 0.99));
+        pair_mean.volfs.v.push_back(pair_ns);
+        pin_med.baseline.v.push_back(percentile(cas_set, 0.5));
+        pin_p99.baseline.v.push_back(percentile(cas_set, 0.99));
+        unpin_med.baseline.v.push_back(percentile(cas_clear, 0.5));
+        unpin_p99.baseline.v.push_back(percentile(cas_clear, 0.99));
+        pair_mean.baseline.v.push_back(cas_pair_ns);
+      }
       mark_med.volfs.v.push_back(percentile(mk, 0.5));
       mark_p99.volfs.v.push_back(percentile(mk, 0.99));
       unmark_med.volfs.v.push_back(percentile(um, 0.5));
@@ -167,9 +295,29 @@ void run_mark_unmark(Env& env) {
                    &bunmark_med, &dontneed_med, &dontneed_p99, &free_med, &free_p99}) {
       env.report.add(*r);
     }
+    if (bslot.ok()) {
+      pin_med.note = std::to_string(iters) +
+                     " pin+unpin pairs of one slot (one page, its word in the next page) per "
+                     "rep, one thread, no contention, each op timed by a CLOCK_MONOTONIC pair; "
+                     "the anchor is a CAS setting and clearing a bit of a private word, timed "
+                     "the same way";
+      pair_mean.note = "the same pairs back to back, one clock pair around all: per pair";
+      clock_pair.note =
+          "two clock reads with nothing between: the floor under every timed op above";
+      slot_requests.note =
+          "FUSE requests the daemon served during the slot loops (STATS.requests after - "
+          "before - 1, the STATS calls themselves not counted)";
+      for (Row* r :
+           {&pin_med, &pin_p99, &unpin_med, &unpin_p99, &pair_mean, &clock_pair, &slot_requests}) {
+        env.report.add(*r);
+      }
+    } else {
+      env.report.skipped("mark_unmark slots", bslot.why());
+    }
   }  // files closed
   unlink_if_exists(vpath);
   unlink_if_exists(bpath);
+  unlink_if_exists(env.vdir + "/mark_unmark_slot");
 }
 
 // ----------------------------------------------------------------------------

@@ -318,7 +318,8 @@ constexpr const char* kSourceNames[] = {"size_limit", "watermark", "ioctl", "on_
 
 // The stats as printed: version 1's keys first, in their documented order,
 // then (from a version 2 daemon) the pressure figures and, per source,
-// SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes. New keys go at the end.
+// SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes, then requests. New
+// keys go at the end.
 Fields stats_fields(const volfs_stats& s) {
   Fields f = {
       {"page_size", s.page_size},
@@ -358,6 +359,7 @@ Fields stats_fields(const volfs_stats& s) {
     f.push_back({names[3 * k + 1].c_str(), s.sources[k].purges});
     f.push_back({names[3 * k + 2].c_str(), s.sources[k].purged_bytes});
   }
+  f.push_back({"requests", s.requests});  // 0 from a daemon that does not count them
   return f;
 }
 
@@ -452,7 +454,9 @@ const Command kCommands[] = {
      "source below), mem_available_bytes, mem_min_bytes, cgroup_limit_bytes,\n"
      "cgroup_used_bytes, cgroup_min_bytes, psi_step_bytes, and for each purge\n"
      "source (size_limit, watermark, ioctl, on_mark, memavail, psi, cgroup)\n"
-     "SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes.\n"
+     "SOURCE_signals, SOURCE_purges and SOURCE_purged_bytes; last, requests:\n"
+     "the FUSE requests the daemon has served since it started, this one\n"
+     "included (0 from a daemon that does not count them).\n"
      "\n"
      "  --json        one JSON object instead of \"key: value\" lines\n"
      "  --watch [INTERVAL]\n"

@@ -1367,6 +1367,25 @@ TEST_F(VolatileTest, StatsWorkOnAnyFileAndTheRootDirectory) {
   }
 }
 
+// volfs_stats.requests counts the FUSE requests the daemon served, each STATS
+// included. Only lower bounds: the kernel may send requests of its own
+// (FORGET, a late RELEASE) at any time.
+TEST_F(VolatileTest, StatsCountTheRequestsTheDaemonServed) {
+  UniqueFd root(open(mount_.mountpoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(root.ok());
+  volfs_stats s0, s1, s2;
+  ASSERT_EQ(vol_stats(root.get(), &s0), 0);
+  EXPECT_GE(s0.requests, 2u);  // INIT, and this STATS
+  ASSERT_EQ(vol_stats(root.get(), &s1), 0);
+  EXPECT_GE(s1.requests, s0.requests + 1);  // the second STATS
+  // A name never looked up: the kernel has nothing cached and must ask.
+  struct stat st {};
+  ASSERT_EQ(stat(P("never-looked-up").c_str(), &st), -1);
+  ASSERT_EQ(errno, ENOENT);
+  ASSERT_EQ(vol_stats(root.get(), &s2), 0);
+  EXPECT_GE(s2.requests, s1.requests + 2);  // its LOOKUP, and the third STATS
+}
+
 TEST_F(VolatileTest, PagesMappedByManyProcessesAreCountedOnce) {
   constexpr int kProcs = 4;
   constexpr uint64_t kPages = 16;
