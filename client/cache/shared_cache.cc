@@ -424,6 +424,7 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
     } catch (...) {
       {
         IndexLock lock(*index_, options_.lock_timeout);
+        after_lock(lock);
         if (index_->lease_is(wl, wserial, self.pid)) {
           index_->release_write_lease(wl);
           index_->free_slot(g);
@@ -564,6 +565,7 @@ std::optional<ValueView> CacheImpl::get(std::string_view key) {
   if (checksum64(data, size, key_hash) != checksum) {
     {
       IndexLock lock(*index_, options_.lock_timeout);
+      after_lock(lock);
       IndexHeader& h = index_->header();
       --h.counters.hits;
       ++h.counters.misses;
@@ -596,6 +598,7 @@ bool CacheImpl::erase(std::string_view key) {
 
 SharedCacheStats CacheImpl::stats() {
   IndexLock lock(*index_, options_.lock_timeout);
+  after_lock(lock);  // whoever takes over a dead owner's lock cleans up after it
   map_all_locked();
   const IndexHeader& h = index_->header();
   const IndexCounters& c = h.counters;
