@@ -494,8 +494,10 @@ TEST_F(SlotDebugLogTest, PinAndUnpinSendNoFuseRequest) {
   ASSERT_EQ(a.result, VOLFS_SLOT_CREATED);
   volfs_slot s = slot_of(f_, word_off(0), a.holder, true);
   ASSERT_EQ(unpin(&s), 0);
-  // A request answered: the daemon has logged everything before it.
-  const volfs_stats s0 = stats();
+  // A request answered: the daemon has logged everything before it. STATS
+  // on the file's own fd: no open or release of its own around it.
+  volfs_stats s0{};
+  ASSERT_EQ(volfs_get_stats(f_.fd(), &s0), 0) << strerror(errno);
   const size_t logged0 = requests_in_log();
   ASSERT_GT(logged0, 0u) << "no request in the daemon's debug log:\n" << mount_.log();
   int intact = 0;
@@ -505,7 +507,8 @@ TEST_F(SlotDebugLogTest, PinAndUnpinSendNoFuseRequest) {
   }
   EXPECT_EQ(intact, 1000);
   const size_t logged1 = requests_in_log();
-  const volfs_stats s1 = stats();
+  volfs_stats s1{};
+  ASSERT_EQ(volfs_get_stats(f_.fd(), &s1), 0) << strerror(errno);
   EXPECT_EQ(logged1, logged0) << "1000 pins and unpins sent FUSE requests:\n"
                               << mount_.log().substr(
                                      mount_.log().size() > 4000 ? mount_.log().size() - 4000 : 0);
