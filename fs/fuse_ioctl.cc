@@ -75,6 +75,12 @@ void stats(fuse_req_t req, Daemon& d, unsigned cmd, size_t out_size) {
   fuse_reply_ioctl(req, 0, &s, n);
 }
 
+// Flags that decode_ioctl found valid, as the core takes them.
+MarkOptions options_of(uint32_t flags) {
+  const MarkFlags m = mark_flags(flags);
+  return MarkOptions{.prio = m.prio, .strict = m.strict};
+}
+
 // VOLFS_IOC_MARK_BATCH and VOLFS_IOC_UNMARK_BATCH, decoded: 1..VOLFS_BATCH_MAX ranges, and no
 // UNMARK range with flags.
 void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const volfs_range_batch& decoded) {
@@ -85,7 +91,9 @@ void batch(fuse_req_t req, OpenFile& f, unsigned cmd, const volfs_range_batch& d
   if (cmd == VOLFS_IOC_MARK_BATCH) {
     std::vector<Filesystem::MarkRequest> marks;
     marks.reserve(ranges.size());
-    for (const volfs_range& r : ranges) marks.push_back({ByteRange{r.offset, r.length}, r.flags});
+    for (const volfs_range& r : ranges) {
+      marks.push_back({ByteRange{r.offset, r.length}, options_of(r.flags)});
+    }
     d.fs.mark_batch(f, marks, [req, b](Status s) {
       if (!s.ok()) return (void)fuse_reply_err(req, s.err());
       reply_struct(req, *b);
@@ -124,7 +132,7 @@ void slot(fuse_req_t req, Daemon& d, OpenFile& f, unsigned cmd, const IoctlReque
   SlotRequest r{.data = ByteRange{g.offset, g.length},
                 .word_offset = g.word_offset,
                 .count = g.count ? g.count : 1,
-                .flags = g.flags};
+                .prio = options_of(g.flags).prio};
   Result<SlotRegistration> reg = d.fs.register_slots(f, r);
   if (!reg.ok()) return (void)fuse_reply_err(req, reg.err());
   g.holder = reg->holder;
@@ -186,7 +194,7 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
     volfs_range range = io.range;
     ByteRange br{range.offset, range.length};
     if (cmd == VOLFS_IOC_MARK_VOLATILE) {
-      d.fs.mark(f, br, range.flags, [req, range](Status s) {
+      d.fs.mark(f, br, options_of(range.flags), [req, range](Status s) {
         if (!s.ok()) return (void)fuse_reply_err(req, s.err());
         reply_struct(req, range);
       });

@@ -42,7 +42,7 @@ int decode_into(unsigned cmd, bool on_open_file, const void* in, size_t in_size,
   if (cmd == VOLFS_IOC_SLOT_REGISTER) {
     volfs_slot_register& g = r.slot_register;
     if (!decode(in, in_size, out_size, cmd, g) || g.reserved[0] || g.reserved[1]) return EINVAL;
-    return 0;
+    return valid_mark_flags(g.flags) && !(g.flags & VOLFS_MARK_STRICT) ? 0 : EINVAL;
   }
   if (cmd == VOLFS_IOC_SLOT_HOLDER) {
     volfs_slot_holder h{};
@@ -61,19 +61,34 @@ int decode_into(unsigned cmd, bool on_open_file, const void* in, size_t in_size,
         b.reserved[0] || b.reserved[1] || b.reserved[2]) {
       return EINVAL;
     }
-    if (cmd == VOLFS_IOC_UNMARK_BATCH) {
-      for (uint32_t k = 0; k < b.count; ++k) {
-        if (b.ranges[k].flags != 0) return EINVAL;
-      }
+    for (uint32_t k = 0; k < b.count; ++k) {
+      const uint32_t flags = b.ranges[k].flags;
+      if (cmd == VOLFS_IOC_UNMARK_BATCH ? flags != 0 : !valid_mark_flags(flags)) return EINVAL;
     }
     return 0;
   }
   if (!decode(in, in_size, out_size, cmd, r.range)) return EINVAL;
   if (cmd == VOLFS_IOC_UNMARK_VOLATILE && r.range.flags != 0) return EINVAL;
+  if (cmd == VOLFS_IOC_MARK_VOLATILE && !valid_mark_flags(r.range.flags)) return EINVAL;
   return 0;
 }
 
 }  // namespace
+
+bool valid_mark_flags(uint32_t flags) {
+  if (flags & ~VOLFS_MARK_VALID_FLAGS) return false;
+  return !(flags & VOLFS_MARK_PRIORITY_MASK) || (flags & VOLFS_MARK_HAS_PRIORITY);
+}
+
+MarkFlags mark_flags(uint32_t valid_flags) {
+  MarkFlags m;
+  if (valid_flags & VOLFS_MARK_HAS_PRIORITY) {
+    m.prio =
+        static_cast<uint8_t>((valid_flags & VOLFS_MARK_PRIORITY_MASK) >> VOLFS_MARK_PRIORITY_SHIFT);
+  }
+  m.strict = valid_flags & VOLFS_MARK_STRICT;
+  return m;
+}
 
 bool is_stats(unsigned cmd) {
   return _IOC_TYPE(cmd) == VOLFS_IOC_MAGIC && _IOC_NR(cmd) == _IOC_NR(VOLFS_IOC_STATS) &&

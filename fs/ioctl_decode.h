@@ -32,11 +32,22 @@ struct IoctlRequest {
 //   buffers too small; a batch count out of 1..VOLFS_BATCH_MAX or reserved words set
 //   (batches, SLOT_REGISTER, SLOT_UNREGISTER);
 //   UNMARK (single or batch) with flags                    EINVAL
-// MARK flags are checked by the core (Filesystem::mark_batch), not here.
+//   MARK (single or batch) with flags that are not VOLFS_MARK_VALID_FLAGS, or priority bits
+//   without VOLFS_MARK_HAS_PRIORITY; SLOT_REGISTER with flags other than a priority
+//                                                          EINVAL
+// The core never sees the flag bits: mark_options() turns valid ones into what they mean.
 // STATS of any size from version 1's up (the size is part of the command number):
 // VOLFS_IOC_STATS_V1 of old clients, VOLFS_IOC_STATS, and larger ones of clients newer than this
 // daemon, which get what it knows.
 bool is_stats(unsigned cmd);
+
+// What valid VOLFS_MARK_* flags ask for.
+struct MarkFlags {
+  uint8_t prio = VOLFS_PRIORITY_DEFAULT;  // 0..7, lower is purged first
+  bool strict = false;                    // VOLFS_MARK_STRICT
+};
+bool valid_mark_flags(uint32_t flags);
+MarkFlags mark_flags(uint32_t valid_flags);
 
 IoctlRequest decode_ioctl(unsigned cmd, bool on_open_file, const void* in, size_t in_size,
                           size_t out_size);

@@ -51,6 +51,12 @@ const Command* find(unsigned cmd) {
   return nullptr;
 }
 
+// MARK flags as volfs.h defines them: known bits, priority bits only with HAS_PRIORITY.
+bool mark_flags_ok(uint32_t f) {
+  const uint32_t known = VOLFS_MARK_STRICT | VOLFS_MARK_HAS_PRIORITY | (0x7u << 8);
+  return !(f & ~known) && (!(f & (0x7u << 8)) || (f & VOLFS_MARK_HAS_PRIORITY));
+}
+
 // The errno volfs.h promises for a call, or 0.
 int expected_err(unsigned cmd, bool on_open_file, const uint8_t* in, size_t in_size,
                  size_t out_size) {
@@ -67,26 +73,26 @@ int expected_err(unsigned cmd, bool on_open_file, const uint8_t* in, size_t in_s
     std::memcpy(&b, in, sizeof(b));
     if (b.count < 1 || b.count > VOLFS_BATCH_MAX) return EINVAL;
     if (b.reserved[0] != 0 || b.reserved[1] != 0 || b.reserved[2] != 0) return EINVAL;
-    if (cmd == VOLFS_IOC_UNMARK_BATCH) {
-      for (uint32_t k = 0; k < b.count; ++k) {
-        if (b.ranges[k].flags != 0) return EINVAL;
-      }
+    for (uint32_t k = 0; k < b.count; ++k) {
+      const uint32_t f = b.ranges[k].flags;
+      if (cmd == VOLFS_IOC_UNMARK_BATCH ? f != 0 : !mark_flags_ok(f)) return EINVAL;
     }
   }
   if (cmd == VOLFS_IOC_SLOT_REGISTER) {
     volfs_slot_register g;
     std::memcpy(&g, in, sizeof(g));
     if (g.reserved[0] != 0 || g.reserved[1] != 0) return EINVAL;
+    if (!mark_flags_ok(g.flags) || (g.flags & VOLFS_MARK_STRICT)) return EINVAL;
   }
   if (cmd == VOLFS_IOC_SLOT_UNREGISTER) {
     volfs_slot_unregister u;
     std::memcpy(&u, in, sizeof(u));
     if (u.reserved32 != 0 || u.reserved[0] != 0 || u.reserved[1] != 0) return EINVAL;
   }
-  if (cmd == VOLFS_IOC_UNMARK_VOLATILE) {
+  if (cmd == VOLFS_IOC_UNMARK_VOLATILE || cmd == VOLFS_IOC_MARK_VOLATILE) {
     volfs_range r;
     std::memcpy(&r, in, sizeof(r));
-    if (r.flags != 0) return EINVAL;
+    if (cmd == VOLFS_IOC_UNMARK_VOLATILE ? r.flags != 0 : !mark_flags_ok(r.flags)) return EINVAL;
   }
   return 0;
 }

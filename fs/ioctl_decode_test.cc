@@ -61,9 +61,9 @@ TEST(IoctlDecodeTest, SingleRanges) {
   EXPECT_EQ(r.range.offset, 8192u);
   EXPECT_EQ(r.range.length, 4096u);
   EXPECT_EQ(r.range.flags, VOLFS_MARK_STRICT);
-  // MARK flags are the core's to check; UNMARK takes none.
+  // MARK flags are checked here (MarkFlagsAreCheckedAndDecodedHere); UNMARK takes none.
   range.flags = 0xdead;
-  EXPECT_EQ(decode(VOLFS_IOC_MARK_VOLATILE, range).err, 0);
+  EXPECT_EQ(decode(VOLFS_IOC_MARK_VOLATILE, range).err, EINVAL);
   EXPECT_EQ(decode(VOLFS_IOC_UNMARK_VOLATILE, range).err, EINVAL);
   range.flags = 0;
   EXPECT_EQ(decode(VOLFS_IOC_UNMARK_VOLATILE, range).err, 0);
@@ -108,6 +108,30 @@ TEST(IoctlDecodeTest, UnmarkBatchTakesNoFlagsInItsRanges) {
   b = make_batch(2);
   b.ranges[2].flags = VOLFS_MARK_STRICT;
   EXPECT_EQ(decode(VOLFS_IOC_UNMARK_BATCH, b).err, 0);
+}
+
+TEST(IoctlDecodeTest, MarkFlagsAreCheckedAndDecodedHere) {
+  EXPECT_TRUE(valid_mark_flags(0));
+  EXPECT_TRUE(valid_mark_flags(VOLFS_MARK_STRICT | VOLFS_MARK_PRIORITY(7)));
+  EXPECT_FALSE(valid_mark_flags(0x80000000u));
+  EXPECT_FALSE(valid_mark_flags(VOLFS_MARK_PRIORITY_MASK)) << "priority bits without HAS_PRIORITY";
+  EXPECT_EQ(mark_flags(0).prio, VOLFS_PRIORITY_DEFAULT);
+  EXPECT_FALSE(mark_flags(0).strict);
+  EXPECT_EQ(mark_flags(VOLFS_MARK_PRIORITY(0)).prio, 0);
+  EXPECT_EQ(mark_flags(VOLFS_MARK_PRIORITY(7) | VOLFS_MARK_STRICT).prio, 7);
+  EXPECT_TRUE(mark_flags(VOLFS_MARK_STRICT).strict);
+
+  volfs_range bad{.offset = 0, .length = 4096, .flags = 0x80000000u, .result = 0};
+  EXPECT_EQ(decode(VOLFS_IOC_MARK_VOLATILE, bad).err, EINVAL);
+  volfs_range_batch b = make_batch(3);
+  b.ranges[2].flags = VOLFS_MARK_PRIORITY_MASK;
+  EXPECT_EQ(decode(VOLFS_IOC_MARK_BATCH, b).err, EINVAL) << "a bad flag in any range";
+  volfs_slot_register g{};
+  g.length = 4096;
+  g.flags = VOLFS_MARK_PRIORITY(2);
+  EXPECT_EQ(decode(VOLFS_IOC_SLOT_REGISTER, g).err, 0);
+  g.flags = VOLFS_MARK_STRICT;
+  EXPECT_EQ(decode(VOLFS_IOC_SLOT_REGISTER, g).err, EINVAL) << "slots are never strict";
 }
 
 }  // namespace

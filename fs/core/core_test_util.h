@@ -13,6 +13,9 @@
 
 namespace volfs::core::test {
 
+inline constexpr MarkOptions kStrict{.prio = kDefaultPriority, .strict = true};
+inline constexpr MarkOptions priority(uint8_t p) { return MarkOptions{.prio = p, .strict = false}; }
+
 template <class T>
 T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
   while (v->load() == pending) std::this_thread::yield();
@@ -20,9 +23,9 @@ T wait_for(const std::shared_ptr<std::atomic<T>>& v, T pending) {
 }
 
 inline Status mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len,
-                   uint32_t flags = 0) {
+                   MarkOptions o = {}) {
   auto out = std::make_shared<std::atomic<int>>(-1);
-  fs.mark(f, ByteRange{off, len}, flags, [out](Status s) { *out = s.err(); });
+  fs.mark(f, ByteRange{off, len}, o, [out](Status s) { *out = s.err(); });
   int err = wait_for(out, -1);
   return err ? Status::error(err) : Status();
 }

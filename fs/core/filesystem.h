@@ -160,12 +160,21 @@ struct ByteRange {
   uint64_t length = 0;  // 0: to the end of the file
 };
 
+inline constexpr uint8_t kDefaultPriority = 4;  // VOLFS_PRIORITY_DEFAULT
+inline constexpr uint8_t kMaxPriority = 7;
+
+// How a range is marked: the adapter decodes the ABI's flag bits into this.
+struct MarkOptions {
+  uint8_t prio = kDefaultPriority;  // 0..kMaxPriority, lower is purged first
+  bool strict = false;              // purged pages fail (EIO, SIGBUS) instead of reading zeros
+};
+
 // VOLFS_IOC_SLOT_REGISTER, decoded.
 struct SlotRequest {
   ByteRange data;            // of the first slot; length > 0
   uint64_t word_offset = 0;  // of the first slot's word
   uint32_t count = 1;        // slot k: data shifted by k lengths, word by k words
-  uint32_t flags = 0;        // VOLFS_MARK_PRIORITY(p) or 0
+  uint8_t prio = kDefaultPriority;
 };
 struct SlotRegistration {
   uint32_t holder = 0;
@@ -256,9 +265,9 @@ class Filesystem {
   using PurgeDone = std::function<void(uint64_t bytes)>;
   struct MarkRequest {
     ByteRange range;
-    uint32_t flags = 0;  // VOLFS_MARK_*
+    MarkOptions options;
   };
-  void mark(const OpenFile& f, ByteRange r, uint32_t flags, MarkDone done);
+  void mark(const OpenFile& f, ByteRange r, MarkOptions o, MarkDone done);
   void unmark(const OpenFile& f, ByteRange r, UnmarkDone done);
   // Batches: every range is checked before any is applied (one bad range:
   // its error, and nothing changed), then they are applied in order, as that

@@ -40,10 +40,7 @@ Result<uint32_t> Filesystem::slot_holder(OpenFile& f) {
 Result<SlotRegistration> Filesystem::register_slots(OpenFile& f, const SlotRequest& r) {
   Inode& i = *f.inode;
   if (r.count == 0 || r.count > VOLFS_SLOT_REGISTER_MAX) return Err{EINVAL};
-  if (r.flags & ~(VOLFS_MARK_HAS_PRIORITY | VOLFS_MARK_PRIORITY_MASK)) return Err{EINVAL};
-  if ((r.flags & VOLFS_MARK_PRIORITY_MASK) && !(r.flags & VOLFS_MARK_HAS_PRIORITY)) {
-    return Err{EINVAL};
-  }
+  if (r.prio > kMaxPriority) return Err{EINVAL};
   const uint64_t len = r.data.length;
   if (len == 0 || len % page_size_ || r.data.offset % page_size_ || r.word_offset % kWordSize) {
     return Err{EINVAL};
@@ -54,10 +51,7 @@ Result<SlotRegistration> Filesystem::register_slots(OpenFile& f, const SlotReque
   }
   Result<uint32_t> holder = slot_holder(f);  // checks the file, the open and the io mode
   if (!holder.ok()) return Err{holder.err()};
-  const uint8_t prio =
-      (r.flags & VOLFS_MARK_HAS_PRIORITY)
-          ? static_cast<uint8_t>((r.flags & VOLFS_MARK_PRIORITY_MASK) >> VOLFS_MARK_PRIORITY_SHIFT)
-          : VOLFS_PRIORITY_DEFAULT;
+  const uint8_t prio = r.prio;
   const PageRange data{r.data.offset / page_size_, (r.data.offset + len * r.count) / page_size_};
   const uint64_t words_end = r.word_offset + kWordSize * r.count;
   const PageRange word_pages{r.word_offset / page_size_, (words_end + page_size_ - 1) / page_size_};

@@ -156,7 +156,7 @@ TEST(FilesystemTest, ArgumentChecks) {
   EXPECT_EQ(unmark(fx.fs, **ro, 0, kPage), -EBADF);
   EXPECT_EQ(mark(fx.fs, *f, 1, kPage).err(), EINVAL);
   EXPECT_EQ(mark(fx.fs, *f, 0, kPage + 1).err(), EINVAL);
-  EXPECT_EQ(mark(fx.fs, *f, 0, kPage, 0x80000000u).err(), EINVAL);
+  EXPECT_EQ(mark(fx.fs, *f, 0, kPage, test::priority(kMaxPriority + 1)).err(), EINVAL);
   EXPECT_EQ(mark(fx.fs, *f, 0, 5 * kPage).err(), EINVAL);  // past EOF
   EXPECT_EQ(mark(fx.fs, *f, UINT64_MAX - kPage + 1, 2 * kPage).err(), EINVAL);
   EXPECT_EQ(unmark(fx.fs, *f, 0, 100 * kPage), 0);  // past EOF is harmless
@@ -167,7 +167,7 @@ TEST(FilesystemTest, ArgumentChecks) {
 TEST(FilesystemTest, TruncateAndPunchKeepAccountingExact) {
   Fixture fx;
   auto f = fx.create("a", 8);
-  ASSERT_TRUE(mark(fx.fs, *f, 0, 8 * kPage, VOLFS_MARK_PRIORITY(1)).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, 0, 8 * kPage, test::priority(1)).ok());
   ASSERT_TRUE(fx.fs.fallocate(*f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * kPage).ok());
   SetAttr a;
   a.set_size = true;
@@ -261,7 +261,7 @@ TEST(FilesystemTest, VolatileRunsPerFileAreBounded) {
   while (err == 0) {
     std::vector<Filesystem::MarkRequest> batch;
     for (unsigned k = 0; k < VOLFS_BATCH_MAX; ++k, page += 2) {
-      batch.push_back({ByteRange{page * kPage, kPage}, 0});
+      batch.push_back({ByteRange{page * kPage, kPage}, {}});
     }
     const uint64_t before = fx.fs.stats().volatile_pages;
     auto out = std::make_shared<std::atomic<int>>(-1);
@@ -350,19 +350,19 @@ TEST(FilesystemTest, MarkBatchIsAllOrNothing) {
   auto err = std::make_shared<std::atomic<int>>(-1);
   // The third range reaches past the end of the file.
   fx.fs.mark_batch(*f,
-                   {{ByteRange{0, kPage}, 0},
-                    {ByteRange{kPage, kPage}, VOLFS_MARK_STRICT},
-                    {ByteRange{3 * kPage, 2 * kPage}, 0}},
+                   {{ByteRange{0, kPage}, {}},
+                    {ByteRange{kPage, kPage}, test::kStrict},
+                    {ByteRange{3 * kPage, 2 * kPage}, {}}},
                    [err](Status st) { *err = st.err(); });
   EXPECT_EQ(wait_for(err, -1), EINVAL);
   EXPECT_EQ(fx.fs.stats().volatile_pages, 0u);
   *err = -1;
-  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, 0}, {ByteRange{kPage, kPage}, 0x80000000u}},
+  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, {}}, {ByteRange{kPage, kPage}, test::priority(8)}},
                    [err](Status st) { *err = st.err(); });
-  EXPECT_EQ(wait_for(err, -1), EINVAL) << "an unknown flag in any range";
+  EXPECT_EQ(wait_for(err, -1), EINVAL) << "a priority out of range in any range";
   EXPECT_EQ(fx.fs.stats().volatile_pages, 0u);
   *err = -1;
-  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, 0}, {ByteRange{2 * kPage, 2 * kPage}, 0}},
+  fx.fs.mark_batch(*f, {{ByteRange{0, kPage}, {}}, {ByteRange{2 * kPage, 2 * kPage}, {}}},
                    [err](Status st) { *err = st.err(); });
   EXPECT_EQ(wait_for(err, -1), 0);
   EXPECT_EQ(fx.fs.stats().volatile_pages, 3u);
@@ -374,7 +374,7 @@ TEST(FilesystemTest, UnmarkBatchAnswersInOrderAndWaitsOnlyFromTheBusyRange) {
   fx.fs.start(&inval);
   auto f = fx.create("a", 4);
   ASSERT_TRUE(mark(fx.fs, *f, 0, kPage).ok());
-  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, VOLFS_MARK_PRIORITY(0)).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, test::priority(0)).ok());
   auto answer = std::make_shared<std::atomic<int>>(-EINPROGRESS);  // bit k: range k purged
   bool first = true;
   inval.during = [&] {
@@ -402,7 +402,7 @@ TEST(FilesystemTest, UnmarkBatchAnswersInOrderAndWaitsOnlyFromTheBusyRange) {
 TEST(FilesystemTest, StrictPurgedPagesFailWithEioUntilUnmarked) {
   Fixture fx;
   auto f = fx.create("a", 3);
-  ASSERT_TRUE(mark(fx.fs, *f, kPage, kPage, VOLFS_MARK_STRICT).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, kPage, kPage, test::kStrict).ok());
   EXPECT_EQ(purge(fx.fs, VOLFS_PURGE_ALL), kPage);
   int err = 0;
   read_all(fx.fs, *f, 0, 3 * kPage, &err);
@@ -422,7 +422,7 @@ TEST(FilesystemTest, StatusWaitsWhileAPurgeOfTheRangeSettles) {
   KernelLikeInvalidator inval(fx.fs);
   fx.fs.start(&inval);
   auto f = fx.create("a", 4);
-  ASSERT_TRUE(mark(fx.fs, *f, kPage, kPage, VOLFS_MARK_STRICT).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, kPage, kPage, test::kStrict).ok());
   auto answered = std::make_shared<std::atomic<int>>(-1);  // purged pages, once answered
   std::vector<int> seen_during;
   inval.during = [&] {
@@ -453,14 +453,14 @@ TEST(FilesystemTest, RemarkingPurgedZeroFillStrictDropsTheKernelsCopyFirst) {
   const int calls = inval.calls;
   // Page 3 (non-volatile, resident) joins: only purged zero-fill pages matter.
   auto seen = std::make_shared<std::atomic<int>>(-1);
-  fx.fs.mark(*f, ByteRange{kPage, 3 * kPage}, VOLFS_MARK_STRICT,
+  fx.fs.mark(*f, ByteRange{kPage, 3 * kPage}, test::kStrict,
              [&inval, seen](Status s) { *seen = s.ok() ? inval.calls : -1; });
   EXPECT_EQ(wait_for(seen, -1), calls + 1) << "answered before the kernel's copy was dropped";
   int err = 0;
   read_all(fx.fs, *f, kPage, kPage, &err);
   EXPECT_EQ(err, EIO);
   // A resident strict page re-marked strict costs no invalidation.
-  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, VOLFS_MARK_STRICT).ok());
+  ASSERT_TRUE(mark(fx.fs, *f, 2 * kPage, kPage, test::kStrict).ok());
   EXPECT_EQ(inval.calls, calls + 1);
   Result<RangeStatus> st = status(fx.fs, *f, 0, 0);
   ASSERT_TRUE(st.ok());
@@ -575,7 +575,8 @@ TEST(FilesystemTest, ConcurrentMarkUnmarkPurgeKeepsThePromise) {
       for (int gen = 1; !stop; ++gen) {
         std::string data(len, static_cast<char>('A' + gen % 26));
         ASSERT_TRUE(fx.fs.write(*f, data.data(), len, off).ok());
-        ASSERT_TRUE(mark(fx.fs, *f, off, len, VOLFS_MARK_PRIORITY(rng() % 8)).ok());
+        ASSERT_TRUE(
+            mark(fx.fs, *f, off, len, test::priority(static_cast<uint8_t>(rng() % 8))).ok());
         std::this_thread::yield();
         std::atomic<int> answer{-EINPROGRESS};
         fx.fs.unmark(*f, ByteRange{off, len}, [&](Result<bool> res) { answer = int{*res}; });
@@ -648,7 +649,7 @@ TEST(FilesystemTest, AllocationFailuresLeaveTheCoreConsistent) {
     uint64_t a = rng() % 16, b = rng() % 17;
     if (a > b) std::swap(a, b);
     const int op = static_cast<int>(rng() % 6);
-    const uint32_t flags = (rng() & 1) ? VOLFS_MARK_STRICT : 0;
+    const MarkOptions flags = (rng() & 1) ? test::kStrict : MarkOptions{};
     const uint64_t bytes = (1 + rng() % 8) * kPage;
     std::string data(((b - a) ? b - a : 1) * kPage, 'x');
     for (long n = 1;; ++n) {

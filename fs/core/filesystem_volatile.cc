@@ -29,8 +29,8 @@ Result<PageRange> Filesystem::volatile_range(const Inode& i, ByteRange r, bool f
   return PageRange{first, end};
 }
 
-void Filesystem::mark(const OpenFile& f, ByteRange r, uint32_t flags, MarkDone done) {
-  mark_batch(f, {MarkRequest{r, flags}}, std::move(done));
+void Filesystem::mark(const OpenFile& f, ByteRange r, MarkOptions o, MarkDone done) {
+  mark_batch(f, {MarkRequest{r, o}}, std::move(done));
 }
 
 void Filesystem::unmark(const OpenFile& f, ByteRange r, UnmarkDone done) {
@@ -46,10 +46,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   if (!i->is_reg()) return done(Err{EINVAL});
   if (!f.writable()) return done(Err{EBADF});
   for (const MarkRequest& m : ranges) {
-    if (m.flags & ~VOLFS_MARK_VALID_FLAGS) return done(Err{EINVAL});
-    if ((m.flags & VOLFS_MARK_PRIORITY_MASK) && !(m.flags & VOLFS_MARK_HAS_PRIORITY)) {
-      return done(Err{EINVAL});
-    }
+    if (m.options.prio > kMaxPriority) return done(Err{EINVAL});
   }
   std::vector<PurgeEntry> entries;
   entries.reserve(ranges.size());
@@ -60,7 +57,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
   std::shared_ptr<MarkInvalidation> inval;
   PurgeWorker::Job inval_job;
   for (const MarkRequest& m : ranges) {
-    if (!(m.flags & VOLFS_MARK_STRICT) || inval) continue;
+    if (!m.options.strict || inval) continue;
     inval = std::make_shared<MarkInvalidation>();
     inval_job = PurgeWorker::make_job([this, inval] { run_invalidation(*inval); });
   }
@@ -78,7 +75,7 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
       }
       // Strict pages need the kernel to ask the daemon before each access,
       // which it never does for a file in passthrough.
-      if ((m.flags & VOLFS_MARK_STRICT) && i->passthrough()) {
+      if (m.options.strict && i->passthrough()) {
         err = EOPNOTSUPP;
         break;
       }
@@ -114,15 +111,12 @@ void Filesystem::mark_batch(const OpenFile& f, const std::vector<MarkRequest>& r
       if (runs > kMaxRunsPerFile) err = ENOSPC;
     }
     for (size_t k = 0; k < pages.size() && !err; ++k) {
-      const uint32_t flags = ranges[k].flags;
-      uint8_t prio = (flags & VOLFS_MARK_HAS_PRIORITY)
-                         ? static_cast<uint8_t>((flags & VOLFS_MARK_PRIORITY_MASK) >>
-                                                VOLFS_MARK_PRIORITY_SHIFT)
-                         : VOLFS_PRIORITY_DEFAULT;
+      const MarkOptions o = ranges[k].options;
+      const uint8_t prio = o.prio;
       uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
-      const bool zeros = (flags & VOLFS_MARK_STRICT) && i->state->has_zero_fill_purged(pages[k]);
+      const bool zeros = o.strict && i->state->has_zero_fill_purged(pages[k]);
       try {
-        i->state->mark(pages[k], prio, flags & VOLFS_MARK_STRICT, seq);
+        i->state->mark(pages[k], prio, o.strict, seq);
       } catch (const std::bad_alloc&) {
         // Each mark is all or nothing; the ranges before this one stay
         // marked, as after that many single calls of which this one failed.

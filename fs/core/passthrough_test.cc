@@ -26,8 +26,8 @@ MountOptions options(uint64_t size_pages = 1024) {
   return o;
 }
 
-int mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len, uint32_t flags = 0) {
-  return test::mark(fs, f, off, len, flags).err();
+int mark(Filesystem& fs, const OpenFile& f, uint64_t off, uint64_t len, MarkOptions o = {}) {
+  return test::mark(fs, f, off, len, o).err();
 }
 using test::unmark;
 uint64_t purge_all(Filesystem& fs) { return test::purge(fs, VOLFS_PURGE_ALL); }
@@ -132,7 +132,7 @@ TEST_F(PassthroughTest, StrictNeedsTheCachedMode) {
   int fd = -1;
   auto f = open(ino, &fd);
   store(fd, 0, std::string(2 * kPage, 's'));
-  EXPECT_EQ(mark(*fs_, *f, 0, kPage, VOLFS_MARK_STRICT), EOPNOTSUPP);
+  EXPECT_EQ(mark(*fs_, *f, 0, kPage, test::kStrict), EOPNOTSUPP);
   // Every open of it is in passthrough, and the last release hands the
   // backing id back.
   auto g = open(ino);
@@ -176,7 +176,7 @@ TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
   EXPECT_FALSE(f->passthrough);
   EXPECT_EQ(*fs_->getxattr(e->ino, "user.volfs.iomode"), "cached");
   auto f2 = open(e->ino);
-  EXPECT_EQ(mark(*fs_, *f2, 0, 0, VOLFS_MARK_STRICT), 0);
+  EXPECT_EQ(mark(*fs_, *f2, 0, 0, test::kStrict), 0);
   (void)fs_->release(*f);
   (void)fs_->release(*f2);
 }

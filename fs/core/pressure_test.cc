@@ -515,7 +515,7 @@ TEST(FilesystemPressure, PurgesAreCountedUnderTheirCause) {
   std::string data(64 * page, 'x');
   ASSERT_TRUE(fs.write(**f, data.data(), data.size(), 0).ok());
   std::atomic<int> marked{-1};
-  fs.mark(**f, ByteRange{0, 48 * page}, 0, [&](Status s) { marked = s.err(); });
+  fs.mark(**f, ByteRange{0, 48 * page}, {}, [&](Status s) { marked = s.err(); });
   ASSERT_TRUE(eventually([&] { return marked.load() == 0; }));
   std::vector<std::unique_ptr<PressureSource>> sources;
   sources.push_back(std::make_unique<FixedSource>(PurgeCause::kMemAvailable, 16));

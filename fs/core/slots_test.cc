@@ -75,7 +75,7 @@ class SlotsTest : public ::testing::Test {
     SlotRequest r{.data = ByteRange{kPage, kSlotPages * kPage},
                   .word_offset = 0,
                   .count = kSlots,
-                  .flags = 0};
+                  .prio = kDefaultPriority};
     Result<SlotRegistration> reg = fs_->register_slots(f, r);
     EXPECT_TRUE(reg.ok()) << reg.err();
     EXPECT_EQ(reg->created, expect_created);
@@ -146,7 +146,7 @@ TEST_F(SlotsTest, ASecondOpenAttachesWithItsOwnBit) {
   SlotRequest mixed{.data = ByteRange{kPage, kSlotPages * kPage},
                     .word_offset = 0,
                     .count = kSlots + 1,
-                    .flags = 0};
+                    .prio = kDefaultPriority};
   EXPECT_EQ(fs_->register_slots(*other, mixed).err(), EINVAL) << "past the end of the file";
   mixed.count = kSlots - 1;
   mixed.data.length = kPage;
@@ -155,15 +155,15 @@ TEST_F(SlotsTest, ASecondOpenAttachesWithItsOwnBit) {
 
 TEST_F(SlotsTest, BadRegistrationsAreRefusedAndChangeNothing) {
   auto reg = [&](uint64_t off, uint64_t len, uint64_t word, uint32_t count = 1,
-                 uint32_t flags = 0) {
-    return fs_->register_slots(*file_, SlotRequest{ByteRange{off, len}, word, count, flags}).err();
+                 uint8_t prio = kDefaultPriority) {
+    return fs_->register_slots(*file_, SlotRequest{ByteRange{off, len}, word, count, prio}).err();
   };
   EXPECT_EQ(reg(kPage, 0, 0), EINVAL);
   EXPECT_EQ(reg(kPage + 1, kPage, 0), EINVAL);
   EXPECT_EQ(reg(kPage, kPage, 8), EINVAL) << "word not 16-aligned";
   EXPECT_EQ(reg(kPage, kPage * kFilePages, 0), EINVAL) << "past the end";
   EXPECT_EQ(reg(kPage, kPage, kFilePages * kPage), EINVAL) << "word past the end";
-  EXPECT_EQ(reg(kPage, kPage, 0, 1, VOLFS_MARK_STRICT), EINVAL);
+  EXPECT_EQ(reg(kPage, kPage, 0, 1, kMaxPriority + 1), EINVAL);
   EXPECT_EQ(reg(kPage, kPage, 0, VOLFS_SLOT_REGISTER_MAX + 1), EINVAL);
   EXPECT_EQ(reg(kPage, kPage, kPage + 16), EBUSY) << "word inside its own data";
   ASSERT_EQ(test::mark(*fs_, *file_, 4 * kPage, kPage).err(), 0);
