@@ -311,8 +311,9 @@ class SlotStressTest : public MountTest {
   }
 
   // Runs the workers (worker 0 killed after a third of `seconds` if
-  // `kill_one`) and the purger for `seconds`, then checks everything.
-  void run(double seconds, bool kill_one);
+  // `kill_one`) and, with `purger`, a process purging in a loop, for
+  // `seconds`; then checks everything.
+  void run(double seconds, bool kill_one, bool purger = true);
 
   uint64_t seed_ = 0;
   std::string path_;
@@ -321,7 +322,7 @@ class SlotStressTest : public MountTest {
   SharedBlock<Shared> sh_;
 };
 
-void SlotStressTest::run(double seconds, bool kill_one) {
+void SlotStressTest::run(double seconds, bool kill_one, bool with_purger) {
   Shared& sh = *sh_;
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(seconds));
@@ -332,7 +333,7 @@ void SlotStressTest::run(double seconds, bool kill_one) {
     workers.back()->start([&, i, hold] { return worker(sh, path_, seed_ + 1 + i, hold); });
   }
   ChildProcess purge;
-  purge.start([&] { return purger(sh, mount_.mountpoint(), seed_ + 100); });
+  if (with_purger) purge.start([&] { return purger(sh, mount_.mountpoint(), seed_ + 100); });
 
   if (kill_one) {
     ChildProcess& victim = *workers[0];
@@ -386,10 +387,12 @@ void SlotStressTest::run(double seconds, bool kill_one) {
     EXPECT_TRUE(hang.empty()) << hang;
     EXPECT_TRUE(exited_with(st, 0)) << "worker " << i;
   }
-  int st;
-  std::string hang = wait_or_diagnose(purge, mount_.pid(), milliseconds(30000), &st);
-  EXPECT_TRUE(hang.empty()) << hang;
-  EXPECT_TRUE(exited_with(st, 0)) << "purger";
+  if (with_purger) {
+    int st;
+    std::string hang = wait_or_diagnose(purge, mount_.pid(), milliseconds(30000), &st);
+    EXPECT_TRUE(hang.empty()) << hang;
+    EXPECT_TRUE(exited_with(st, 0)) << "purger";
+  }
 
   // Nobody pins now: one more purge takes every slot, and every pin after it
   // answers PURGED over zeros. A slot the killed worker held that no worker
@@ -476,6 +479,19 @@ TEST_F(SlotStressTest, PinsRaceThePurgerAndNeverSeeFalseIntact) { run(test_secon
 
 TEST_F(SlotStressTest, AWorkerKilledWhilePinningLeavesItsSlotsToThePurger) {
   run(test_seconds(), true);
+}
+
+// No purge ioctl: a pressure source purges. The file's non-volatile pages
+// alone stand above the high watermark of this small mount, so every round
+// (each 100 ms) of the watermark source purges every slot unpinned then,
+// found by the daemon's own look at the words.
+class SlotWatermarkStressTest : public SlotStressTest {
+ protected:
+  std::string mount_options() const override { return "size=1m,purge_high=20,purge_low=10"; }
+};
+
+TEST_F(SlotWatermarkStressTest, PinsRaceTheWatermarkSourceAndNeverSeeFalseIntact) {
+  run(test_seconds(), false, /*purger=*/false);
 }
 
 }  // namespace
