@@ -1,8 +1,9 @@
 // SlotTable: see slot_table.h.
 #include "slot_table.h"
 
+#include "word_pages.h"
+
 #include <linux/futex.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <volfs/volfs.h>
@@ -27,7 +28,7 @@ void wake(const SlotTable::Slot& s) {
 }  // namespace
 
 SlotTable::~SlotTable() {
-  for (auto& [index, page] : pages_) ::munmap(page.addr, page_size_);
+  for (auto& [index, page] : pages_) WordPages::instance().unmap(page.addr);
 }
 
 std::optional<uint32_t> SlotTable::find_holder(const void* open_file) const {
@@ -101,9 +102,9 @@ int SlotTable::add(uint64_t word_offset, PageRange data, uint8_t prio, uint32_t 
   const uint64_t index = word_offset / page_size_;
   auto [page, fresh] = pages_.try_emplace(index);
   if (fresh) {
-    void* p = ::mmap(nullptr, page_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_,
-                     static_cast<off_t>(index * page_size_));
-    if (p == MAP_FAILED) {
+    // In the guarded range: a fault on a page a client took away is absorbed.
+    void* p = WordPages::instance().map(fd_, index);
+    if (!p) {
       int err = errno;
       pages_.erase(page);
       return -err;
@@ -142,7 +143,7 @@ void SlotTable::unmap_user(uint64_t index) {
   auto it = pages_.find(index);
   assert(it != pages_.end());
   if (--it->second.users > 0) return;
-  ::munmap(it->second.addr, page_size_);
+  WordPages::instance().unmap(it->second.addr);
   pages_.erase(it);
 }
 

@@ -18,6 +18,7 @@
 
 #include "core_test_util.h"
 #include "filesystem.h"
+#include "word_pages.h"
 
 namespace volfs::core {
 namespace {
@@ -248,6 +249,44 @@ TEST_F(SlotsTest, UnregisterAnswersAsUnmarkAndRefusesWhileOthersPin) {
   EXPECT_TRUE(*purged);
   EXPECT_EQ(state(0), VOLFS_SLOT_NONE);
   EXPECT_EQ(fs_->unregister_slot(*file_, 0).err(), EINVAL);
+}
+
+// A client takes the page of words out of the store (MADV_REMOVE on its own
+// mapping) and fills the private tmpfs: the daemon's next look at the words
+// would fault the page in and fail (SIGBUS). It must see the slots end, as
+// if their words were zeroed, and go on.
+TEST_F(SlotsTest, WordsTakenAwayOnAFullTmpfsEndTheirSlotsWithoutACrash) {
+  const uint32_t h = register_all(*file_);
+  volfs_slot s{};
+  volfs_slot_init(&s, word(0), h, 1);
+  ASSERT_EQ(volfs_slot_unpin(&s), 0);
+  ASSERT_EQ(madvise(map_, kPage, MADV_REMOVE), 0) << strerror(errno);
+  // Fill the private tmpfs through another file's store, page by page.
+  Result<Entry> e = fs_->create(kRootIno, "filler", 0644, Caller{});
+  ASSERT_TRUE(e.ok());
+  auto filler = fs_->open(e->ino, O_RDWR);
+  ASSERT_TRUE(filler.ok());
+  int filler_fd = -1;
+  ASSERT_TRUE(fs_->backing_id(**filler,
+                              [&](int fd) {
+                                filler_fd = fd;
+                                return 8;
+                              })
+                  .ok());
+  const std::string page(kPage, 'f');
+  uint64_t pages = 0;
+  while (pwrite(filler_fd, page.data(), kPage, static_cast<off_t>(pages * kPage)) ==
+         static_cast<ssize_t>(kPage)) {
+    ASSERT_LT(++pages, 4096u) << "the private tmpfs never filled";
+  }
+  const uint64_t before = WordPages::faults_absorbed();
+  (void)fs_->stats();  // looks at the words
+  EXPECT_GT(WordPages::faults_absorbed(), before) << "the daemon's look did not fault";
+  RangeStatus st = status();
+  EXPECT_EQ(st.slots, 0u) << "the slots whose words went are gone";
+  EXPECT_EQ(st.volatile_pages, 0u);
+  // (The client's own mapping of the page would fault too, on a full tmpfs:
+  // its doing, and its process's SIGBUS.)
 }
 
 // Threads pin, check and refill slots while another purges everything in a
