@@ -10,6 +10,8 @@
 #include <functional>
 #include <string>
 
+#include "launcher.h"
+
 namespace volbench {
 
 // Cleanup actions, run last-registered first, exactly once each, by whoever
@@ -29,12 +31,11 @@ class Cleanup {
   // True once a signal started the cleanup: failures after that are its
   // consequence, not news.
   static bool interrupted();
-  // The signal mask to restore in a child before exec.
-  static void unblock_signals_in_child();
 };
 
-// A volfs daemon started as a child (`volfs MNT -f -o OPTIONS`), mounted at
-// dir/mnt, its output in dir/daemon.log.
+// A volfs daemon started as a child (`volfs MNT -f -o OPTIONS`) in its own
+// process group, mounted at dir/mnt, its output in dir/daemon.log. The
+// process handling is the launcher's (tests/common/launcher.h).
 class PrivateMount {
  public:
   PrivateMount(const std::string& daemon_bin, const std::string& dir, const std::string& options);
@@ -45,7 +46,7 @@ class PrivateMount {
   // Unmounts (lazily if busy), reaps the daemon (SIGTERM, then SIGKILL if it
   // lingers) and removes the mountpoint. Idempotent; never throws.
   void stop();
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return daemon_.pid(); }
   const std::string& mountpoint() const { return mnt_; }
   std::string log_tail() const;
 
@@ -53,11 +54,11 @@ class PrivateMount {
   std::string dir_;
   std::string mnt_;
   std::string log_;
-  pid_t pid_ = -1;
+  volfs::launcher::Process daemon_;
   Cleanup::Id cleanup_ = 0;
 };
 
-bool is_mounted(const std::string& mountpoint);
+using volfs::launcher::is_fuse_mount;
 // The pid of the FUSE daemon serving `mountpoint`, found by its /dev/fuse fd
 // and its command line; -1 if not found.
 pid_t find_daemon_pid(const std::string& mountpoint);

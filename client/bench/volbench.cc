@@ -355,7 +355,7 @@ int run(int argc, char** argv) {
       } catch (const std::exception& e) {
         if (Cleanup::interrupted()) break;  // the signal thread is cleaning up and exiting
         report.failed(w.name, e.what());
-        if (mount && !is_mounted(mount->mountpoint())) {
+        if (mount && !is_fuse_mount(mount->mountpoint())) {
           report.failed(w.name, "the volfs mount is gone; daemon log:\n" + mount->log_tail());
           report.print_rows_since(out, first);
           break;

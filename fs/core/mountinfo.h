@@ -3,8 +3,13 @@
 // without linking the core.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace volfs::core {
 
@@ -19,6 +24,50 @@ inline std::string unescape_mountinfo(std::string_view s) {
     } else {
       out += s[i];
     }
+  }
+  return out;
+}
+
+// The fields of one mountinfo line that its readers need.
+struct MountinfoEntry {
+  int mount_id = -1;
+  std::string device;       // "MAJ:MIN"
+  std::string mount_point;  // unescaped
+  std::string fs_type;      // "fuse.volfs", "tmpfs", ...
+  std::string source;       // what is mounted (volfs: its fsname)
+};
+
+// Parses ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER
+// (fields separated by single spaces, which are escaped inside them);
+// nullopt if the line does not have that shape.
+inline std::optional<MountinfoEntry> parse_mountinfo_line(std::string_view line) {
+  std::vector<std::string_view> f;
+  for (size_t i = 0; i <= line.size();) {
+    size_t end = std::min(line.find(' ', i), line.size());
+    if (end > i) f.push_back(line.substr(i, end - i));
+    i = end + 1;
+  }
+  if (f.size() < 8) return std::nullopt;
+  auto sep = std::find(f.begin() + 6, f.end(), "-");  // the optional tags end at "-"
+  MountinfoEntry e;
+  auto [end, ec] = std::from_chars(f[0].data(), f[0].data() + f[0].size(), e.mount_id);
+  if (f.end() - sep < 3 || ec != std::errc{} || end != f[0].data() + f[0].size()) {
+    return std::nullopt;
+  }
+  e.device = f[2];
+  e.mount_point = unescape_mountinfo(f[4]);
+  e.fs_type = sep[1];
+  e.source = unescape_mountinfo(sep[2]);
+  return e;
+}
+
+// Every well-formed line of `path`, in its order (the newest mount last).
+inline std::vector<MountinfoEntry> read_mountinfo(const char* path = "/proc/self/mountinfo") {
+  std::vector<MountinfoEntry> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (auto e = parse_mountinfo_line(line)) out.push_back(std::move(*e));
   }
   return out;
 }

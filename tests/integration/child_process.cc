@@ -5,11 +5,9 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,34 +53,8 @@ bool SyncPipe::wait(std::chrono::milliseconds timeout) {
   return n == 1;
 }
 
-bool wait_readable(int fd, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() < 0) return false;
-    struct pollfd p = {fd, POLLIN, 0};
-    int r = poll(&p, 1, static_cast<int>(left.count()));
-    if (r > 0) return true;
-    if (r == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
-
-int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
-
-ChildProcess::~ChildProcess() {
-  if (pid_ > 0) {
-    kill(pid_, SIGKILL);
-    int status;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
-  if (pidfd_ >= 0) close(pidfd_);
-}
-
 void ChildProcess::start(const std::function<int()>& fn, std::optional<Credentials> creds) {
-  if (pid_ > 0) {
+  if (running()) {
     ADD_FAILURE() << "ChildProcess::start while a child is running";
     return;
   }
@@ -122,49 +94,20 @@ void ChildProcess::start(const std::function<int()>& fn, std::optional<Credentia
     }
     _exit(code);
   }
-  pid_ = pid;
-  pidfd_ = open_pidfd(pid);
+  process_.adopt(pid);
 }
 
 int ChildProcess::wait(std::chrono::milliseconds timeout) {
-  if (pid_ <= 0) {
+  if (!running()) {
     ADD_FAILURE() << "ChildProcess::wait without a child";
     return -1;
   }
-  bool timed_out = false;
-  if (pidfd_ >= 0) {
-    timed_out = !wait_readable(pidfd_, timeout);
-  } else {
-    // No pidfd (old kernel): poll waitpid instead.
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status;
-    for (;;) {
-      pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        timed_out = true;
-        break;
-      }
-      usleep(2000);
-    }
-  }
-  if (timed_out) {
-    ADD_FAILURE() << "child " << pid_ << " still running after " << timeout.count()
+  if (!process_.wait_exit(timeout)) {
+    ADD_FAILURE() << "child " << pid() << " still running after " << timeout.count()
                   << " ms; killing it";
-    kill(pid_, SIGKILL);
+    kill(pid(), SIGKILL);
   }
-  int status = 0;
-  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
-  pid_ = -1;
-  if (pidfd_ >= 0) {
-    close(pidfd_);
-    pidfd_ = -1;
-  }
-  return status;
+  return process_.reap();
 }
 
 int run_in_child(const std::function<int()>& fn, std::chrono::milliseconds timeout) {

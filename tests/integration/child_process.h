@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "launcher.h"
+
 namespace volfs::test {
 
 // Who a child runs as; supplementary groups are dropped.
@@ -56,8 +58,7 @@ class SyncPipe {
 class ChildProcess {
  public:
   ChildProcess() = default;
-  // Kills (SIGKILL) and reaps a child that is still running.
-  ~ChildProcess();
+  // Kills (SIGKILL) and reaps a child that is still running (launcher::Process).
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
@@ -67,12 +68,11 @@ class ChildProcess {
   // Waits for the child and returns its wait status. After the timeout it
   // records a test failure, kills the child and returns that status.
   int wait(std::chrono::milliseconds timeout = kChildTimeout);
-  bool running() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
+  bool running() const { return process_.running(); }
+  pid_t pid() const { return process_.pid(); }
 
  private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
+  launcher::Process process_;
 };
 
 // Runs fn in a child process and returns the child's wait status.
@@ -87,10 +87,9 @@ std::string describe_wait_status(int status);
 ::testing::AssertionResult exited_with(int status, int code = 0);
 ::testing::AssertionResult killed_by(int status, int signal);
 
-// Polls a pidfd (or any fd) for readability; true if ready in time.
-bool wait_readable(int fd, std::chrono::milliseconds timeout);
-// pidfd_open(2), -1 on failure.
-int open_pidfd(pid_t pid);
+// Polls a pidfd (or any fd) for readability; pidfd_open(2).
+using launcher::open_pidfd;
+using launcher::wait_readable;
 
 }  // namespace volfs::test
 

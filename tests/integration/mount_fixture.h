@@ -38,6 +38,8 @@
 
 #include <gtest/gtest.h>
 
+#include "launcher.h"
+
 namespace volfs::test {
 
 inline constexpr char kDefaultMountOptions[] = "size=256m";
@@ -79,7 +81,7 @@ class VolfsMount {
   const std::string& dir() const { return dir_; }
   // The daemon's output so far.
   std::string log() const;
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return daemon_.pid(); }
 
  private:
   ::testing::AssertionResult unmount();
@@ -89,8 +91,7 @@ class VolfsMount {
   std::string dir_;
   std::string mountpoint_;
   std::string log_path_;
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
+  launcher::Process daemon_;
   // Set once the test has taken the daemon's exit status (wait_for_exit).
   bool exit_taken_ = false;
   // The last unmount met EBUSY and fell back to MNT_DETACH.
@@ -128,14 +129,13 @@ struct DaemonRun {
 DaemonRun run_daemon_to_exit(const std::vector<std::string>& args,
                              std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
-// True if /proc/self/mountinfo has a fuse or fuse.* mount at path.
-bool is_fuse_mount(const std::string& path);
-// The mountinfo line for path, if mounted (for fsname checks).
-std::optional<std::string> mountinfo_line(const std::string& path);
+// Mount lookups in /proc/self/mountinfo (fuse and fuse.* mounts only).
+using launcher::find_fuse_mount;
+using launcher::is_fuse_mount;
 // The first line of log that reports a sanitizer or Valgrind error, if any.
 std::optional<std::string> find_memory_error_report(const std::string& log);
-// rm -rf that never crosses into another filesystem.
-void remove_tree(const std::string& path);
+// rm -rf, but never of a directory with a mount inside.
+using launcher::remove_tree;
 
 }  // namespace volfs::test
 

@@ -29,17 +29,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Fields after " - " in a mountinfo line: fstype, source, super options.
-std::vector<std::string> mountinfo_tail(const std::string& line) {
-  std::vector<std::string> out;
-  size_t sep = line.find(" - ");
-  if (sep == std::string::npos) return out;
-  std::istringstream in(line.substr(sep + 3));
-  std::string field;
-  while (in >> field) out.push_back(field);
-  return out;
-}
-
 uint64_t mem_total_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -67,11 +56,9 @@ int count_nonempty_lines(const std::string& text) {
 TEST(OptionsTest, MountsAsFuseVolfs) {
   VolfsMount m;
   ASSERT_TRUE(m.start());
-  auto line = mountinfo_line(m.mountpoint());
-  ASSERT_TRUE(line.has_value());
-  auto tail = mountinfo_tail(*line);
-  ASSERT_GE(tail.size(), 1u);
-  EXPECT_EQ(tail[0], "fuse.volfs") << *line;
+  auto mount = find_fuse_mount(m.mountpoint());
+  ASSERT_TRUE(mount.has_value());
+  EXPECT_EQ(mount->fs_type, "fuse.volfs");
 }
 
 TEST(OptionsTest, ModeUidGidShapeTheRootDirectory) {
@@ -98,11 +85,9 @@ TEST(OptionsTest, DefaultRootIsStickyWorldWritableLikeTmpfs) {
 TEST(OptionsTest, FsnameNamesTheMountSource) {
   VolfsMount m;
   ASSERT_TRUE(m.start("size=16m,fsname=myvolume"));
-  auto line = mountinfo_line(m.mountpoint());
-  ASSERT_TRUE(line.has_value());
-  auto tail = mountinfo_tail(*line);
-  ASSERT_GE(tail.size(), 2u);
-  EXPECT_EQ(tail[1], "myvolume") << *line;
+  auto mount = find_fuse_mount(m.mountpoint());
+  ASSERT_TRUE(mount.has_value());
+  EXPECT_EQ(mount->source, "myvolume");
 }
 
 TEST(OptionsTest, NrInodesSetsFiles) {
