@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,12 +95,24 @@ struct LocalCounters {
       evictions{0};
 };
 
-// Writes all of bytes at offset. A full mount (ENOSPC) is often one whose
-// daemon has not yet seen that released slots are purgeable: it learns that
-// when it looks at the slot words, which every pressure round does (at least
-// every 100 ms) and GET_STATUS does at once. So on ENOSPC: ask GET_STATUS of
-// the file (a look, which lets the daemon make room), back off, and retry
-// for about a second before giving up.
+// A full mount (ENOSPC) is often one whose daemon has not yet seen that
+// released slots are purgeable: it learns that when it looks at the slot
+// words, which every pressure round does (at least every 100 ms) and
+// GET_STATUS does at once. So a write that finds the mount full asks
+// GET_STATUS of the file (a look, which lets the daemon make room), backs
+// off, and tries again, for about a second (50 tries) before giving up.
+constexpr int kFullRetries = 50;
+
+void wait_for_room(int fd, int tries) {
+  volfs_status st{};
+  (void)volfs_get_status(fd, 0, 0, &st);
+  struct timespec pause = {0, (tries < 10 ? 2 : 20) * 1000 * 1000};
+  nanosleep(&pause, nullptr);
+}
+
+// Writes all of bytes at offset with pwrite: the way for a kernel without
+// MADV_POPULATE_WRITE. In passthrough the kernel asks the daemon for the
+// file's security.capability xattr before every write (a FUSE round trip).
 void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
                 const std::filesystem::path& path) {
   size_t done = 0;
@@ -108,17 +121,49 @@ void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
     ssize_t n =
         ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == ENOSPC && full < 50) {
-      volfs_status st{};
-      (void)volfs_get_status(fd, 0, 0, &st);
-      struct timespec pause = {0, (full < 10 ? 2 : 20) * 1000 * 1000};
-      nanosleep(&pause, nullptr);
-      ++full;
+    if (n < 0 && errno == ENOSPC && full < kFullRetries) {
+      wait_for_room(fd, full++);
       continue;
     }
     if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + path.string());
     done += static_cast<size_t>(n);
   }
+}
+
+// Writes bytes into slot k of map, which the caller pins (so nothing
+// punches it meanwhile). A store through the mapping makes no FUSE request
+// (the mapping is the store's own, passthrough), but a store into a hole of
+// a full tmpfs would be SIGBUS. So the pages are first faulted in writable
+// with MADV_POPULATE_WRITE, which answers EFAULT (ENOMEM out of memory)
+// instead; only then are the bytes copied. A pinned slot's pages stay (the
+// daemon punches only unpinned slots, and segments are never truncated).
+void write_slot(SegmentMap& map, uint32_t k, std::span<const std::byte> bytes) {
+  static std::atomic<bool> no_populate{false};
+  if (bytes.empty()) return;
+  if (!no_populate.load(std::memory_order_relaxed)) {
+    const size_t page = File::page_size();
+    const size_t len = (bytes.size() + page - 1) / page * page;
+    std::byte* dst = map.data(k);
+    for (int full = 0;;) {
+      if (::madvise(dst, len, MADV_POPULATE_WRITE) == 0) {
+        std::memcpy(dst, bytes.data(), bytes.size());
+        return;
+      }
+      int err = errno;
+      if (err == EINTR || err == EAGAIN) continue;
+      if (err == EINVAL) {  // before Linux 5.14
+        no_populate.store(true, std::memory_order_relaxed);
+        break;
+      }
+      if ((err == EFAULT || err == ENOMEM) && full < kFullRetries) {
+        wait_for_room(map.fd(), full++);
+        continue;
+      }
+      // EFAULT: the fault would have been SIGBUS, i.e. the store is full.
+      throw_errno(err == EFAULT ? ENOSPC : err, "write " + map.path().string());
+    }
+  }
+  pwrite_all(map.fd(), bytes, map.data_offset(k), map.path());
 }
 
 }  // namespace
@@ -416,11 +461,11 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
 
   // 2. Write the whole value into the slot, outside the lock: nobody else
   // reads it before it is published, nobody else takes the slot (leased),
-  // and nothing purges it (pinned). pwrite rather than a store through the
-  // mapping: a full mount is ENOSPC then, not SIGBUS.
+  // and nothing purges it (pinned). Through the mapping, pages populated
+  // first: no FUSE request, and a full mount is ENOSPC, not SIGBUS.
   if (!value.empty()) {
     try {
-      pwrite_all(map->fd(), value, map->data_offset(k), map->path());
+      write_slot(*map, k, value);
     } catch (...) {
       {
         IndexLock lock(*index_, options_.lock_timeout);
