@@ -207,7 +207,7 @@ struct IndexHeader {
   uint64_t next_serial;
   uint64_t next_file_id;  // names the next segment file
   uint64_t tick;
-  uint64_t last_reap_ns;  // CLOCK_MONOTONIC (system-wide)
+  uint64_t last_reap_ns;  // CLOCK_MONOTONIC_COARSE (system-wide)
   uint32_t lease_hint;    // where the next lease search starts
   uint32_t reserved2;
   ClassFreeList classes[kSizeClasses];  // derived
