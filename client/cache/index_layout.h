@@ -25,7 +25,7 @@ namespace bip = boost::interprocess;
 
 inline constexpr char kIndexMagic[16] = "volfs.cache.idx";  // 15 chars + NUL
 // Bump on any change of the structs below or of their meaning.
-inline constexpr uint32_t kLayoutVersion = 2;        // 2: values in slots of segment files
+inline constexpr uint32_t kLayoutVersion = 3;  // 2: values in slots of segment files; 3: value_checksum
 inline constexpr uint32_t kIndexReady = 0x52454459;  // "REDY"
 inline constexpr uint32_t kMaxKeySize = 240;
 inline constexpr uint32_t kNil = UINT32_MAX;

@@ -413,7 +413,7 @@ void CacheImpl::remove_stale_temporaries() {
 void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
   check_key(key);
   const uint64_t key_hash = key_hash_of(key);
-  const uint64_t checksum = checksum64(value.data(), value.size(), key_hash);
+  const uint64_t checksum = value_checksum(value.data(), value.size(), key_hash);
   const ProcessIdentity self = self_identity();
   if (value.size() > index_->max_value_size()) {
     throw_errno(EFBIG, "value of " + std::to_string(value.size()) + " bytes (at most " +
@@ -618,7 +618,7 @@ std::optional<ValueView> CacheImpl::get(std::string_view key) {
 
   // Pinned: nothing can purge or change the value now. Verify it in place.
   const std::byte* data = pin->segment->data(pin->slot);
-  if (checksum64(data, size, key_hash) != checksum) {
+  if (value_checksum(data, size, key_hash) != checksum) {
     {
       IndexLock lock(*index_, options_.lock_timeout);
       after_lock(lock);
