@@ -139,9 +139,8 @@ uint64_t value_checksum_restated(const std::string& v, uint64_t seed) {
   const uint64_t step[8] = {0x3974497269842A23ULL, 0xAD1885A37130F0C5ULL, 0x4A35DEC1881F60DDULL,
                             0x1CFAC13B6D1E96F1ULL, 0x8BCA49D9622DE24DULL, 0xA4726041AC374EEDULL,
                             0xD8D12F2491DF3DBFULL, 0x607FA71722A44C6FULL};
-  const uint64_t p1 = 0x9E3779B185EBCA87ULL, p2 = 0xC2B2AE3D27D4EB4FULL,
-                 p3 = 0x165667B19E3779F9ULL, p4 = 0x85EBCA77C2B2AE63ULL,
-                 p5 = 0x27D4EB2F165667C5ULL;
+  const uint64_t p1 = 0x9E3779B185EBCA87ULL, p2 = 0xC2B2AE3D27D4EB4FULL, p3 = 0x165667B19E3779F9ULL,
+                 p4 = 0x85EBCA77C2B2AE63ULL, p5 = 0x27D4EB2F165667C5ULL;
   std::string padded = v;
   padded.resize((v.size() + 63) / 64 * 64, '\0');
   uint64_t acc[8];
@@ -150,7 +149,8 @@ uint64_t value_checksum_restated(const std::string& v, uint64_t seed) {
     for (int i = 0; i < 8; ++i) {
       uint64_t d = 0;
       for (int b = 7; b >= 0; --b) {
-        d = d << 8 | static_cast<unsigned char>(padded[s * 64 + static_cast<size_t>(i) * 8 + static_cast<size_t>(b)]);
+        d = d << 8 | static_cast<unsigned char>(
+                         padded[s * 64 + static_cast<size_t>(i) * 8 + static_cast<size_t>(b)]);
       }
       const uint64_t k = (key0[i] ^ seed) + s * step[i];
       const uint64_t x = d ^ k;
