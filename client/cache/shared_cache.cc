@@ -109,7 +109,7 @@ constexpr int kFullRetries = 50;
 void wait_for_room(int fd, int tries) {
   volfs_status st{};
   (void)volfs_get_status(fd, 0, 0, &st);
-  struct timespec pause = {0, (tries < 10 ? 2 : 20) * 1000 * 1000};
+  struct timespec pause = {0, (tries < 10 ? 2L : 20L) * 1000 * 1000};
   nanosleep(&pause, nullptr);
 }
 
@@ -139,7 +139,7 @@ void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
 // (~10-20 us): measured on fresh pages of a volfs file, 16 KiB took 11 us
 // mapped against 16-22 us by pwrite, 64 KiB 39-55 against 35-58, 1 MiB
 // 717 against 499-623.
-constexpr size_t kMappedWriteMax = 32 * 1024;
+constexpr size_t kMappedWriteMax = size_t{32} * 1024;
 
 // Writes bytes into slot k of map, which the caller pins (so nothing
 // punches it meanwhile). A store through the mapping makes no FUSE request
