@@ -896,25 +896,33 @@ IndexLock::IndexLock(CacheIndex& index, std::chrono::milliseconds timeout) : ind
 #else
   constexpr clockid_t kClock = CLOCK_MONOTONIC;  // immune to clock changes
 #endif
-  timespec deadline{};
-  clock_gettime(kClock, &deadline);
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-  deadline.tv_sec += static_cast<time_t>(ns / 1000000000);
-  deadline.tv_nsec += static_cast<long>(ns % 1000000000);
-  if (deadline.tv_nsec >= 1000000000) {
-    deadline.tv_sec += 1;
-    deadline.tv_nsec -= 1000000000;
+  // A free lock is taken without reading the clock for a deadline (a
+  // trylock answers EOWNERDEAD as a lock does); only a busy one is waited
+  // for, until the deadline.
+  int r = pthread_mutex_trylock(&h.mutex);
+  if (r == EBUSY) {
+    timespec deadline{};
+    clock_gettime(kClock, &deadline);
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+    deadline.tv_sec += static_cast<time_t>(ns / 1000000000);
+    deadline.tv_nsec += static_cast<long>(ns % 1000000000);
+    if (deadline.tv_nsec >= 1000000000) {
+      deadline.tv_sec += 1;
+      deadline.tv_nsec -= 1000000000;
+    }
+#if defined(__SANITIZE_THREAD__)
+    r = pthread_mutex_timedlock(&h.mutex, &deadline);
+#else
+    r = pthread_mutex_clocklock(&h.mutex, kClock, &deadline);
+#endif
   }
 #if defined(__SANITIZE_THREAD__)
-  int r = pthread_mutex_timedlock(&h.mutex, &deadline);
-  // Its interceptor records only a 0 return as an acquisition; tell it
+  // Its interceptors record only a 0 return as an acquisition; tell it
   // about an EOWNERDEAD one.
   if (r == EOWNERDEAD) {
     __tsan_mutex_pre_lock(&h.mutex, 0);
     __tsan_mutex_post_lock(&h.mutex, 0, 0);
   }
-#else
-  int r = pthread_mutex_clocklock(&h.mutex, kClock, &deadline);
 #endif
   if (r == EOWNERDEAD) {
     // The last owner died inside a critical section. Rebuild the derived
@@ -946,7 +954,7 @@ IndexLock::IndexLock(CacheIndex& index, std::chrono::milliseconds timeout) : ind
   }
   // Read by error messages of waiters without the lock: atomic, relaxed
   // (it is only a hint).
-  __atomic_store_n(&h.lock_owner, ::getpid(), __ATOMIC_RELAXED);
+  __atomic_store_n(&h.lock_owner, current_pid(), __ATOMIC_RELAXED);
 }
 
 IndexLock::~IndexLock() {

@@ -126,6 +126,103 @@ TEST(Checksum, DetectsEveryBitFlipAndZeroedPages) {
   EXPECT_NE(checksum64(data.data(), data.size(), 8), sum) << "the seed (key hash) counts";
 }
 
+// value_checksum restated word by word from its description in checksum.h,
+// sharing no code with it: both the dispatched (AVX2 here) and the scalar
+// loop must agree with it.
+uint64_t value_checksum_restated(const std::string& v, uint64_t seed) {
+  const uint64_t init[8] = {0x9C2B9D9F2AE75E2FULL, 0x02FF349D4F876AA3ULL, 0xE06C85AFBAEC4EF7ULL,
+                            0xE7158A8021F64545ULL, 0x3C95AD20819ED6B7ULL, 0x3C7BA9E38BE9794DULL,
+                            0x4D317C68022DD18DULL, 0x8ECA73657965C0FFULL};
+  const uint64_t key0[8] = {0xDAB4FCB8093F36EBULL, 0xA71DBA495552DA89ULL, 0x27CD95A026AF91D1ULL,
+                            0x8FDE5639132A29CFULL, 0xAFA2D07C1121A14DULL, 0x4F7B56BF55724A8BULL,
+                            0xAC84EB6AAA32241DULL, 0x7F8EB3335F062FE3ULL};
+  const uint64_t step[8] = {0x3974497269842A23ULL, 0xAD1885A37130F0C5ULL, 0x4A35DEC1881F60DDULL,
+                            0x1CFAC13B6D1E96F1ULL, 0x8BCA49D9622DE24DULL, 0xA4726041AC374EEDULL,
+                            0xD8D12F2491DF3DBFULL, 0x607FA71722A44C6FULL};
+  const uint64_t p1 = 0x9E3779B185EBCA87ULL, p2 = 0xC2B2AE3D27D4EB4FULL, p3 = 0x165667B19E3779F9ULL,
+                 p4 = 0x85EBCA77C2B2AE63ULL, p5 = 0x27D4EB2F165667C5ULL;
+  std::string padded = v;
+  padded.resize((v.size() + 63) / 64 * 64, '\0');
+  uint64_t acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = init[i] + seed;
+  for (size_t s = 0; s < padded.size() / 64; ++s) {
+    for (int i = 0; i < 8; ++i) {
+      uint64_t d = 0;
+      for (int b = 7; b >= 0; --b) {
+        d = d << 8 | static_cast<unsigned char>(
+                         padded[s * 64 + static_cast<size_t>(i) * 8 + static_cast<size_t>(b)]);
+      }
+      const uint64_t k = (key0[i] ^ seed) + s * step[i];
+      const uint64_t x = d ^ k;
+      acc[i] += (x & 0xFFFFFFFFu) * (x >> 32);
+      acc[i ^ 1] += d;
+    }
+  }
+  auto rotl = [](uint64_t x, int r) { return (x << r) | (x >> (64 - r)); };
+  uint64_t h = seed + p5 + v.size() * p1;
+  for (uint64_t a : acc) {
+    h ^= rotl(a * p2, 31) * p1;
+    h = h * p1 + p4;
+  }
+  h ^= h >> 33;
+  h *= p2;
+  h ^= h >> 29;
+  h *= p3;
+  h ^= h >> 32;
+  return h;
+}
+
+TEST(Checksum, ValueChecksumAgreesWithItsDescriptionOnEveryPath) {
+  std::mt19937_64 rng(3);
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 200; ++n) sizes.push_back(n);
+  for (size_t n : {4095, 4096, 4097, 65536 + 8}) sizes.push_back(n);
+  for (size_t n : sizes) {
+    std::string v(n, '\0');
+    for (char& c : v) c = static_cast<char>(rng());
+    const uint64_t seed = rng();
+    const uint64_t want = value_checksum_restated(v, seed);
+    EXPECT_EQ(value_checksum(v.data(), v.size(), seed), want) << n << " bytes";
+    EXPECT_EQ(value_checksum_scalar(v.data(), v.size(), seed), want) << n << " bytes";
+  }
+  // Pinned: a change of these values changes what the index stores, which
+  // needs a new kLayoutVersion.
+  EXPECT_EQ(value_checksum("", 0, 0), 0xaae0eb0864386b61ULL);
+  EXPECT_EQ(value_checksum("abc", 3, 12345), 0x64180a6568a3b6a0ULL);
+  std::string page(4096, '\0');
+  for (size_t i = 0; i < page.size(); ++i) page[i] = static_cast<char>(i * 7 + 1);
+  EXPECT_EQ(value_checksum(page.data(), page.size(), 7), 0x398793affaad85fbULL);
+}
+
+TEST(Checksum, ValueChecksumDetectsFlipsSwapsZeroesAndPadding) {
+  std::string data(3 * 4096 + 17, '\0');
+  std::mt19937_64 rng(1);
+  for (char& c : data) c = static_cast<char>(rng());
+  const uint64_t sum = value_checksum(data.data(), data.size(), 7);
+  for (size_t bit = 0; bit < data.size() * 8; ++bit) {  // every single bit
+    data[bit / 8] ^= static_cast<char>(1 << (bit % 8));
+    ASSERT_NE(value_checksum(data.data(), data.size(), 7), sum) << "bit " << bit;
+    data[bit / 8] ^= static_cast<char>(1 << (bit % 8));
+  }
+  auto differs = [&](const std::string& changed, const char* what) {
+    EXPECT_NE(value_checksum(changed.data(), changed.size(), 7), sum) << what;
+  };
+  std::string swapped = data;  // two stripes swapped (same lanes)
+  std::swap_ranges(swapped.begin() + 64, swapped.begin() + 128, swapped.begin() + 4096);
+  differs(swapped, "stripes 1 and 64 swapped");
+  swapped = data;  // two neighbouring words swapped (lanes 0 and 1)
+  std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 8);
+  differs(swapped, "words 0 and 1 swapped");
+  std::string zeroed = data;
+  std::memset(zeroed.data() + 4096, 0, 4096);
+  differs(zeroed, "a page zeroed");
+  differs(data + std::string(1, '\0'), "a zero byte appended");
+  EXPECT_NE(value_checksum(data.data(), data.size(), 8), sum) << "the seed (key hash) counts";
+  const std::string zeros(8192, '\0');
+  EXPECT_NE(value_checksum(zeros.data(), 4096, 7), value_checksum(zeros.data(), 8192, 7))
+      << "zero pages of another count";
+}
+
 TEST(CacheIndex, CreatesOnceAndTwoMappingsShareIt) {
   TempDir dir;
   fs::path p = dir.path() / "c.index";
@@ -195,7 +292,7 @@ TEST(CacheIndex, RefusesHeadersOfOtherLayouts) {
   expect_refused(p, "bad magic");
   reset();
   poke<uint32_t>(p, offsetof(IndexHeader, layout_version), 1);
-  expect_refused(p, "layout version 1, this build reads version 2");
+  expect_refused(p, "layout version 1, this build reads version " + std::to_string(kLayoutVersion));
   reset();
   poke<uint32_t>(p, offsetof(IndexHeader, abi) + offsetof(AbiFingerprint, entry_size),
                  sizeof(Entry) + 8);

@@ -24,8 +24,9 @@ namespace volfs::cache_detail {
 namespace bip = boost::interprocess;
 
 inline constexpr char kIndexMagic[16] = "volfs.cache.idx";  // 15 chars + NUL
-// Bump on any change of the structs below or of their meaning.
-inline constexpr uint32_t kLayoutVersion = 2;        // 2: values in slots of segment files
+// Bump on any change of the structs below or of their meaning. 2: values in
+// slots of segment files; 3: entries hold value_checksum, not XXH64.
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint32_t kIndexReady = 0x52454459;  // "REDY"
 inline constexpr uint32_t kMaxKeySize = 240;
 inline constexpr uint32_t kNil = UINT32_MAX;
@@ -207,7 +208,7 @@ struct IndexHeader {
   uint64_t next_serial;
   uint64_t next_file_id;  // names the next segment file
   uint64_t tick;
-  uint64_t last_reap_ns;  // CLOCK_MONOTONIC (system-wide)
+  uint64_t last_reap_ns;  // CLOCK_MONOTONIC_COARSE (system-wide)
   uint32_t lease_hint;    // where the next lease search starts
   uint32_t reserved2;
   ClassFreeList classes[kSizeClasses];  // derived

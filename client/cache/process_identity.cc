@@ -2,6 +2,7 @@
 #include "process_identity.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -51,13 +52,29 @@ std::optional<StatLine> read_stat(pid_t pid) {
   return out;
 }
 
+// 0: not known (never asked, or forgotten by a fork).
+std::atomic<pid_t> g_pid{0};
+
+void forget_pid_in_child() { g_pid.store(0, std::memory_order_relaxed); }
+
 }  // namespace
+
+pid_t current_pid() {
+  pid_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid != 0) return pid;
+  // Once per process image: the handler is inherited by forked children.
+  static const bool registered = pthread_atfork(nullptr, nullptr, forget_pid_in_child) == 0;
+  pid = ::getpid();
+  // Without the handler a forked child could see its parent's pid: never cache then.
+  if (registered) g_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
 
 ProcessIdentity self_identity() {
   // Cached per pid: a forked child computes its own.
   static std::atomic<pid_t> cached_pid{0};
   static std::atomic<uint64_t> cached_start{0};
-  pid_t pid = ::getpid();
+  pid_t pid = current_pid();
   // Acquire pairs with the release below: a reader that sees our pid also
   // sees the start time stored before it. Two threads racing compute the
   // same value.
