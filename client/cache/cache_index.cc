@@ -63,7 +63,8 @@ uint32_t slots_per_segment(uint64_t segment_bytes, uint64_t slot_bytes) {
 // The geometry with max_slots chosen if left 0.
 IndexGeometry resolved(IndexGeometry g) {
   if (g.max_slots == 0 && g.page_size > 0) {
-    uint64_t n = uint64_t{4} * g.max_entries + 2 * slots_per_segment(g.segment_bytes, g.page_size);
+    uint64_t n =
+        uint64_t{4} * g.max_entries + uint64_t{2} * slots_per_segment(g.segment_bytes, g.page_size);
     g.max_slots = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxSlotsLimit));
   }
   return g;

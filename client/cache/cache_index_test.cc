@@ -327,7 +327,7 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
   IndexGeometry geo{48, 64};
   geo.max_segments = 12;
   geo.max_slots = 200;
-  geo.segment_bytes = 64 * 1024;  // 16 one-page slots, 1 slot of 16 pages or more
+  geo.segment_bytes = uint64_t{64} * 1024;  // 16 one-page slots, 1 slot of 16 pages or more
   auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
   IndexLock lock(*idx, std::chrono::seconds(5));
   Model model;
@@ -344,7 +344,7 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
     switch (rng() % 6) {
       case 0:
       case 1: {  // put: a slot nobody pins, then publish (replacing, evicting)
-        uint64_t size = rng() % 3 == 0 ? 0 : 1 + rng() % (80 * 1024);
+        uint64_t size = rng() % 3 == 0 ? 0 : 1 + rng() % (uint64_t{80} * 1024);
         uint32_t g = kNil;
         if (size > 0) {
           g = take_slot(*idx, size, busy);
@@ -435,7 +435,7 @@ TEST(CacheIndex, RandomOperationsAgreeWithAModel) {
 TEST(CacheIndex, SizeClassesAndSegmentGeometry) {
   TempDir dir;
   IndexGeometry geo{16, 8};
-  geo.segment_bytes = 64 * 1024;
+  geo.segment_bytes = uint64_t{64} * 1024;
   geo.max_segments = 3;
   geo.max_slots = 20;
   auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
@@ -443,7 +443,7 @@ TEST(CacheIndex, SizeClassesAndSegmentGeometry) {
   EXPECT_EQ(idx->size_class_for(1), 0u);
   EXPECT_EQ(idx->size_class_for(4096), 0u);
   EXPECT_EQ(idx->size_class_for(4097), 1u);
-  EXPECT_EQ(idx->size_class_for(3 * 4096), 2u);
+  EXPECT_EQ(idx->size_class_for(uint64_t{3} * 4096), 2u);
   EXPECT_EQ(idx->size_class_for(idx->max_value_size()), kSizeClasses - 1);
   EXPECT_EQ(idx->size_class_for(idx->max_value_size() + 1), kSizeClasses);
   SegmentRecord a{};
@@ -477,7 +477,7 @@ TEST(CacheIndex, SizeClassesAndSegmentGeometry) {
 TEST(CacheIndex, PinnedFreeSlotsAreSkipped) {
   TempDir dir;
   IndexGeometry geo{16, 8};
-  geo.segment_bytes = 3 * 4096;
+  geo.segment_bytes = uint64_t{3} * 4096;
   geo.max_segments = 1;
   auto idx = CacheIndex::open(dir.path() / "c.index", geo, true, 0600);
   IndexLock lock(*idx, std::chrono::seconds(5));

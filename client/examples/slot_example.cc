@@ -44,8 +44,8 @@ int main(int argc, char** argv) {
     if (fresh) compute(table);
     std::printf("%s: table %s; sum of the first 8: %llu\n", argv[1],
                 reg.created ? "created" : (fresh ? "was purged, recomputed" : "intact"),
-                static_cast<unsigned long long>(table[1] + table[2] + table[3] + table[4] +
-                                                table[5] + table[6] + table[7]));
+                static_cast<unsigned long long>(table[1]) + table[2] + table[3] + table[4] +
+                    table[5] + table[6] + table[7]);
     // Time a thousand pin/unpin pairs while we hold one pin (nested pins
     // are counted in this process and do not touch the word).
     auto t0 = std::chrono::steady_clock::now();

@@ -677,7 +677,7 @@ TEST_F(SharedCacheTest, PutKilledAtAnyPointLeavesOldOrNewValue) {
       {"put.after_publish", 2, 0},
       {"remove.after_commit", 2, 0},
       {"put.after_replace", 2, 0},
-      {"segment.before_publish", 1, 3 * 4096},  // its file is left to collect
+      {"segment.before_publish", 1, size_t{3} * 4096},  // its file is left to collect
   };
   const std::string d = dir();
   for (const Case& tc : cases) {
