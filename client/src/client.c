@@ -189,25 +189,26 @@ static void word_unpin(uint64_t* word, uint64_t bit) {
   }
 }
 
-static void pause_briefly(unsigned* spins) {
-  if (++*spins < 64) {
+/* The holder's pin count, once no other thread is changing the word for
+ * the holder (that takes a compare-and-swap, or a purge's microseconds). */
+static uint32_t settled_pins(struct volfs_slot* s) {
+  unsigned spins = 0;
+  uint32_t p;
+  while ((p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE)) & kPinsBusy) {
+    if (++spins < 64) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
-  } else {
-    sched_yield();
+    } else {
+      sched_yield();
+    }
   }
+  return p;
 }
 
 int volfs_slot_pin(struct volfs_slot* s) {
-  uint32_t p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
-  unsigned spins = 0;
   for (;;) {
-    if (p & kPinsBusy) {
-      pause_briefly(&spins);
-      p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
-      continue;
-    }
+    uint32_t p = settled_pins(s);
     if (p != 0) {
       /* The holder's bit is set already: one more pin of an intact slot. */
       if (p + 1 == kPinsBusy) {
@@ -217,10 +218,8 @@ int volfs_slot_pin(struct volfs_slot* s) {
       if (__atomic_compare_exchange_n(&s->pins, &p, p + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
         return VOLFS_INTACT;
       }
-      continue;
-    }
-    if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_ACQUIRE)) {
+    } else if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQUIRE,
+                                           __ATOMIC_ACQUIRE)) {
       break;
     }
   }
@@ -230,14 +229,8 @@ int volfs_slot_pin(struct volfs_slot* s) {
 }
 
 int volfs_slot_unpin(struct volfs_slot* s) {
-  uint32_t p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
-  unsigned spins = 0;
   for (;;) {
-    if (p & kPinsBusy) {
-      pause_briefly(&spins);
-      p = __atomic_load_n(&s->pins, __ATOMIC_ACQUIRE);
-      continue;
-    }
+    uint32_t p = settled_pins(s);
     if (p == 0) {
       errno = EINVAL;
       return -1;
@@ -246,10 +239,8 @@ int volfs_slot_unpin(struct volfs_slot* s) {
       if (__atomic_compare_exchange_n(&s->pins, &p, p - 1, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
         return 0;
       }
-      continue;
-    }
-    if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
+    } else if (__atomic_compare_exchange_n(&s->pins, &p, kPinsBusy, 0, __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE)) {
       break;
     }
   }

@@ -68,15 +68,6 @@ std::vector<std::string> file_pages(uint64_t first, uint64_t n, uint64_t gen = 1
   return v;
 }
 
-std::vector<std::string> zero_pages(uint64_t n) {
-  return std::vector<std::string>(n, std::string(kPage, '\0'));
-}
-
-std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
 // Pages [first, first + want.size()) of path against want, through read(2)
 // on a fresh descriptor and, if given, through a mapping of the file.
 ::testing::AssertionResult pages_are(const std::string& path, uint64_t first,

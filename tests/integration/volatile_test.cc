@@ -59,15 +59,6 @@ std::vector<std::string> pattern_pages(uint32_t tag, uint64_t first, uint64_t n,
   return v;
 }
 
-std::vector<std::string> zero_pages(uint64_t n) {
-  return std::vector<std::string>(n, std::string(kPage, '\0'));
-}
-
-std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
 // Compares pages [first, first + want.size()) of path with want, through the
 // page cache (pread) and from the daemon's store (O_DIRECT).
 ::testing::AssertionResult pages_are(const std::string& path, uint64_t first,

@@ -228,6 +228,15 @@ std::string page_bytes(uint32_t tag, uint64_t page, uint64_t gen) {
   return s;
 }
 
+std::vector<std::string> zero_pages(uint64_t n) {
+  return std::vector<std::string>(n, std::string(page_size(), '\0'));
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 bool is_all_zero(const char* p, size_t len) {
   for (size_t i = 0; i < len; ++i) {
     if (p[i] != 0) return false;

@@ -96,6 +96,9 @@ class SharedBlock {
 // page that ends up in the wrong place or generation is recognised.
 void fill_page(char* dst, uint32_t tag, uint64_t page, uint64_t gen);
 std::string page_bytes(uint32_t tag, uint64_t page, uint64_t gen);
+// Expected contents, page by page: n pages of zeros, and a concatenation.
+std::vector<std::string> zero_pages(uint64_t n);
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b);
 // "" if `got` (one page) equals `want`, else a short description: all zero,
 // which other page/generation it holds, or where the first difference is.
 std::string describe_page_mismatch(const char* got, const char* want);
