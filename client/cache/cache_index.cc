@@ -901,6 +901,7 @@ IndexLock::IndexLock(CacheIndex& index, std::chrono::milliseconds timeout) : ind
   // trylock answers EOWNERDEAD as a lock does); only a busy one is waited
   // for, until the deadline.
   int r = pthread_mutex_trylock(&h.mutex);
+  [[maybe_unused]] const bool waited = r == EBUSY;
   if (r == EBUSY) {
     timespec deadline{};
     clock_gettime(kClock, &deadline);
@@ -918,9 +919,9 @@ IndexLock::IndexLock(CacheIndex& index, std::chrono::milliseconds timeout) : ind
 #endif
   }
 #if defined(__SANITIZE_THREAD__)
-  // Its interceptors record only a 0 return as an acquisition; tell it
-  // about an EOWNERDEAD one.
-  if (r == EOWNERDEAD) {
+  // Its timedlock interceptor records only a 0 return as an acquisition
+  // (its trylock one takes EOWNERDEAD too): tell it about an EOWNERDEAD one.
+  if (r == EOWNERDEAD && waited) {
     __tsan_mutex_pre_lock(&h.mutex, 0);
     __tsan_mutex_post_lock(&h.mutex, 0, 0);
   }
