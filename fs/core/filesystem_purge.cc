@@ -89,7 +89,10 @@ uint64_t Filesystem::purge_entry(const PurgeEntry& e, uint64_t max_pages,
   // pages hold data only by asking it: a page stored since the mark is
   // purged too, a page never stored is no loss and stays intact.
   const bool passthrough = i->passthrough();
-  sync_with_store(*i, e.range);
+  // Only pages not known to hold data need the store's answer (SEEK_DATA
+  // and mincore cost per page: a fifth of a 512 MiB purge); pages known
+  // resident are taken and punched whatever the probe would say.
+  sync_with_store(*i, i->state->nonresident_in(e.range) ? e.range : PageRange{0, 0});
   uint32_t id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   if (id == 0) id = next_purge_id_.fetch_add(1, std::memory_order_relaxed);
   // The batch's slot first: after state->purge nothing may fail.
