@@ -205,6 +205,17 @@ class CacheImpl {
  private:
   // Runs the periodic duties of a fresh lock holder.
   void after_lock(const IndexLock& lock);
+  // The index lock as an operation takes it: whoever takes it over from a
+  // dead owner cleans up after it (after_lock) before going on.
+  class Locked {
+   public:
+    explicit Locked(CacheImpl& c) : lock_(*c.index_, c.options_.lock_timeout) {
+      c.after_lock(lock_);
+    }
+
+   private:
+    IndexLock lock_;
+  };
   size_t reap_locked();
   void collect_garbage_locked();
   void remove_stale_temporaries();
@@ -427,8 +438,7 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
   uint64_t wserial = 0, id = 0;
   std::shared_ptr<SegmentMap> map;
   if (!value.empty()) {
-    IndexLock lock(*index_, options_.lock_timeout);
-    after_lock(lock);
+    Locked lock(*this);
     map_all_locked();
     const uint32_t c = index_->size_class_for(value.size());
     const SlotBusy busy = busy_fn();
@@ -479,8 +489,7 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
       write_slot(*map, k, value);
     } catch (...) {
       {
-        IndexLock lock(*index_, options_.lock_timeout);
-        after_lock(lock);
+        Locked lock(*this);
         if (index_->lease_is(wl, wserial, self.pid)) {
           index_->release_write_lease(wl);
           index_->free_slot(g);
@@ -497,8 +506,7 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
   int err = 0;
   std::string why;
   {
-    IndexLock lock(*index_, options_.lock_timeout);
-    after_lock(lock);
+    Locked lock(*this);
     uint32_t old = index_->find(key, key_hash);
     uint32_t e = kNil;
     if (wl != kNil && !index_->lease_is(wl, wserial, self.pid)) {
@@ -564,8 +572,7 @@ std::optional<ValueView> CacheImpl::get(std::string_view key) {
   uint64_t checksum = 0, size = 0, id = 0;
   bool purged = false, stale = false;
   {
-    IndexLock lock(*index_, options_.lock_timeout);
-    after_lock(lock);
+    Locked lock(*this);
     IndexHeader& h = index_->header();
     uint32_t e = index_->find(key, key_hash);
     if (e == kNil) {
@@ -620,8 +627,7 @@ std::optional<ValueView> CacheImpl::get(std::string_view key) {
   const std::byte* data = pin->segment->data(pin->slot);
   if (value_checksum(data, size, key_hash) != checksum) {
     {
-      IndexLock lock(*index_, options_.lock_timeout);
-      after_lock(lock);
+      Locked lock(*this);
       IndexHeader& h = index_->header();
       --h.counters.hits;
       ++h.counters.misses;
@@ -641,8 +647,7 @@ bool CacheImpl::erase(std::string_view key) {
   check_key(key);
   const uint64_t key_hash = key_hash_of(key);
   {
-    IndexLock lock(*index_, options_.lock_timeout);
-    after_lock(lock);
+    Locked lock(*this);
     uint32_t e = index_->find(key, key_hash);
     if (e == kNil) return false;
     index_->remove_entry(e);
@@ -653,8 +658,7 @@ bool CacheImpl::erase(std::string_view key) {
 }
 
 SharedCacheStats CacheImpl::stats() {
-  IndexLock lock(*index_, options_.lock_timeout);
-  after_lock(lock);  // whoever takes over a dead owner's lock cleans up after it
+  Locked lock(*this);
   map_all_locked();
   const IndexHeader& h = index_->header();
   const IndexCounters& c = h.counters;

@@ -23,13 +23,12 @@ Result<uint32_t> Filesystem::slot_holder(OpenFile& f) {
   Inode& i = *f.inode;
   if (!i.is_reg()) return Err{EINVAL};
   if (!f.writable()) return Err{EBADF};
-  std::shared_ptr<Inode> keep = f.inode;
   std::lock_guard lock(i.mu);
   if (!i.passthrough()) return Err{EOPNOTSUPP};
   if (!i.slots) {
     i.slots = std::make_unique<SlotTable>(i.store->fd(), page_size_);
     std::lock_guard files(slot_files_mu_);
-    slot_files_.push_back(keep);
+    slot_files_.push_back(f.inode);
   }
   std::optional<uint32_t> h = i.slots->holder(&f);
   if (!h) return Err{EUSERS};
@@ -51,7 +50,6 @@ Result<SlotRegistration> Filesystem::register_slots(OpenFile& f, const SlotReque
   }
   Result<uint32_t> holder = slot_holder(f);  // checks the file, the open and the io mode
   if (!holder.ok()) return Err{holder.err()};
-  const uint8_t prio = r.prio;
   const PageRange data{r.data.offset / page_size_, (r.data.offset + len * r.count) / page_size_};
   const uint64_t words_end = r.word_offset + kWordSize * r.count;
   const PageRange word_pages{r.word_offset / page_size_, (words_end + page_size_ - 1) / page_size_};
@@ -93,7 +91,7 @@ Result<SlotRegistration> Filesystem::register_slots(OpenFile& f, const SlotReque
   }
   sync_with_store(i, word_pages);  // charges the pages it allocated
   for (uint32_t k = 0; k < r.count; ++k) {
-    if (int e = t.add(r.word_offset + k * kWordSize, data_of(k), prio, *holder); e < 0) {
+    if (int e = t.add(r.word_offset + k * kWordSize, data_of(k), r.prio, *holder); e < 0) {
       while (k-- > 0) t.remove(r.word_offset + k * kWordSize, /*word_gone=*/false);
       return Err{-e};
     }
