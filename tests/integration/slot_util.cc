@@ -22,14 +22,20 @@ int slot_register_raw(int fd, SlotRegister* r) {
   return ioctl_errno(fd, VOLFS_IOC_SLOT_REGISTER, r);
 }
 
-int slot_register(int fd, uint64_t off, uint64_t len, uint64_t word_off, uint32_t count,
-                  uint32_t flags, SlotRegister* out) {
+SlotRegister slot_request(uint64_t off, uint64_t len, uint64_t word_off, uint32_t count,
+                          uint32_t flags) {
   SlotRegister r{};
   r.offset = off;
   r.length = len;
   r.word_offset = word_off;
   r.count = count;
   r.flags = flags;
+  return r;
+}
+
+int slot_register(int fd, uint64_t off, uint64_t len, uint64_t word_off, uint32_t count,
+                  uint32_t flags, SlotRegister* out) {
+  SlotRegister r = slot_request(off, len, word_off, count, flags);
   r.holder = 0xdeadbeef;  // must be overwritten
   r.result = 0xdeadbeef;
   int e = slot_register_raw(fd, &r);

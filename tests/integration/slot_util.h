@@ -18,12 +18,14 @@
 
 namespace volfs::test {
 
-// The argument structs, by names that C++ can use: volfs/client.h declares
-// functions named like them, which hide the bare struct names.
+// The argument structs, by shorter names.
 using SlotRegister = struct ::volfs_slot_register;
 using SlotHolderArgs = struct ::volfs_slot_holder;
 using SlotUnregisterArgs = struct ::volfs_slot_unregister;
 
+// The argument of VOLFS_IOC_SLOT_REGISTER, reserved words zero.
+SlotRegister slot_request(uint64_t off, uint64_t len, uint64_t word_off, uint32_t count = 1,
+                          uint32_t flags = 0);
 // VOLFS_IOC_SLOT_REGISTER with *r exactly as given (reserved words too).
 int slot_register_raw(int fd, SlotRegister* r);
 // Registers count slots; *out (if given) gets the answer.

@@ -328,36 +328,26 @@ TEST_F(SlotTest, BadGeometryFlagsAndReservedWordsAreEinval) {
     const char* what;
     SlotRegister r;
   };
-  auto make = [&](uint64_t off, uint64_t len, uint64_t woff, uint32_t count = 1,
-                  uint32_t flags = 0) {
-    SlotRegister r{};
-    r.offset = off;
-    r.length = len;
-    r.word_offset = woff;
-    r.count = count;
-    r.flags = flags;
-    return r;
-  };
   std::vector<Case> cases = {
-      {"offset not a page multiple", make(data_off(0) + 512, kPage, 0)},
-      {"length not a page multiple", make(data_off(0), kPage + 512, 0)},
-      {"length 0", make(data_off(0), 0, 0)},
-      {"data past the end of the file", make(data_off(6), 4 * kPage, 0)},
-      {"data starting at the end of the file", make(size, kPage, 0)},
-      {"offset + length overflowing", make(UINT64_MAX - kPage + 1, 2 * kPage, 0)},
-      {"word not 16-byte aligned", make(data_off(0), kPage, 8)},
-      {"word at the end of the file", make(data_off(0), kPage, size)},
-      {"word far past the end of the file", make(data_off(0), kPage, 64 * size)},
+      {"offset not a page multiple", slot_request(data_off(0) + 512, kPage, 0)},
+      {"length not a page multiple", slot_request(data_off(0), kPage + 512, 0)},
+      {"length 0", slot_request(data_off(0), 0, 0)},
+      {"data past the end of the file", slot_request(data_off(6), 4 * kPage, 0)},
+      {"data starting at the end of the file", slot_request(size, kPage, 0)},
+      {"offset + length overflowing", slot_request(UINT64_MAX - kPage + 1, 2 * kPage, 0)},
+      {"word not 16-byte aligned", slot_request(data_off(0), kPage, 8)},
+      {"word at the end of the file", slot_request(data_off(0), kPage, size)},
+      {"word far past the end of the file", slot_request(data_off(0), kPage, 64 * size)},
       {"count over VOLFS_SLOT_REGISTER_MAX",
-       make(data_off(0), kPage, 0, VOLFS_SLOT_REGISTER_MAX + 1)},
-      {"count whose last slot is past the end", make(data_off(0), slot_len(), 0, 8)},
-      {"flags VOLFS_MARK_STRICT", make(data_off(0), kPage, 0, 1, VOLFS_MARK_STRICT)},
-      {"unknown flag 0x1000", make(data_off(0), kPage, 0, 1, 0x1000)},
-      {"unknown flag 0x80000000", make(data_off(0), kPage, 0, 1, 0x80000000u)},
+       slot_request(data_off(0), kPage, 0, VOLFS_SLOT_REGISTER_MAX + 1)},
+      {"count whose last slot is past the end", slot_request(data_off(0), slot_len(), 0, 8)},
+      {"flags VOLFS_MARK_STRICT", slot_request(data_off(0), kPage, 0, 1, VOLFS_MARK_STRICT)},
+      {"unknown flag 0x1000", slot_request(data_off(0), kPage, 0, 1, 0x1000)},
+      {"unknown flag 0x80000000", slot_request(data_off(0), kPage, 0, 1, 0x80000000u)},
   };
-  Case r0{"reserved[0] set", make(data_off(0), kPage, 0)};
+  Case r0{"reserved[0] set", slot_request(data_off(0), kPage, 0)};
   r0.r.reserved[0] = 1;
-  Case r1{"reserved[1] set", make(data_off(0), kPage, 0)};
+  Case r1{"reserved[1] set", slot_request(data_off(0), kPage, 0)};
   r1.r.reserved[1] = 1;
   cases.push_back(r0);
   cases.push_back(r1);
