@@ -83,6 +83,10 @@ class FuseInvalidator : public CacheInvalidator {
                    static_cast<unsigned long long>(n));
     }
   }
+  void invalidate_attributes(uint64_t ino) override {
+    // Offset -1: the attributes only. -ENOENT: nothing cached to drop.
+    (void)fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+  }
   uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
 
  private:
@@ -101,6 +105,9 @@ struct Daemon {
   double timeout = 1.0;          // entry and attribute cache timeout, seconds
   std::string mountpoint;        // absolute, for init() to find the mount's bdi
   uint64_t readahead_bytes = 0;  // 0: the kernel's default
+  // FUSE_CAP_HANDLE_KILLPRIV_V2 was agreed in init: clearing setuid/setgid
+  // on write, truncate and chown is the daemon's (privileges.h).
+  std::atomic<bool> killpriv_v2{false};
   // The real handlers, behind the counting table of counted_operations.h;
   // written once before the session starts, read-only after.
   fuse_lowlevel_ops handlers{};
@@ -124,6 +131,16 @@ inline OpenFile& file_of(fuse_file_info* fi) {
 inline Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   return Caller{ctx->uid, ctx->gid};
+}
+
+// The caller's credentials for clearing setuid/setgid, read from /proc only
+// if a file with one of those bits needs them; none without KILLPRIV_V2,
+// where the kernel clears them itself through SETATTR.
+inline std::function<Credentials()> privilege_credentials_of(fuse_req_t req) {
+  if (!daemon_of(req).killpriv_v2.load(std::memory_order_relaxed)) return {};
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return
+      [pid = ctx->pid, uid = ctx->uid, gid = ctx->gid] { return read_credentials(pid, uid, gid); };
 }
 
 // Runs a handler body; nothing may throw across libfuse, so an exception

@@ -33,6 +33,21 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   guarded(req, [&] { reply_attr(req, daemon_of(req).fs.getattr(ino)); });
 }
 
+// Under KILLPRIV_V2 (main.cc) the kernel tells the daemon to clear
+// setuid/setgid in two ways: FATTR_KILL_SUIDGID on a truncate by a caller
+// without CAP_FSETID and on every chown (libfuse 3.17 passes that bit, 1 << 11,
+// on as FUSE_SET_ATTR_KILL_SUID), and a SETATTR that sets nothing, which is
+// what is left of the kernel's own clearing (file_remove_privs) before a
+// write or fallocate once fuse_setattr has taken out the mode it computed.
+// Without KILLPRIV_V2 neither reaches here: the kernel sends the mode.
+PrivilegeKill privilege_kill(int to_set) {
+  if (to_set & FUSE_SET_ATTR_KILL_SUID) {
+    return to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) ? PrivilegeKill::kChown
+                                                            : PrivilegeKill::kModify;
+  }
+  return to_set == 0 ? PrivilegeKill::kModify : PrivilegeKill::kNone;
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
   guarded(req, [&] {
     SetAttr a;
@@ -52,6 +67,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     a.atime = attr->st_atim;
     a.mtime = attr->st_mtim;
     a.ctime = attr->st_ctim;
+    a.kill = privilege_kill(to_set);
+    if (a.kill != PrivilegeKill::kNone) a.credentials = privilege_credentials_of(req);
     reply_attr(req, daemon_of(req).fs.setattr(ino, a));
   });
 }

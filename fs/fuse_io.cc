@@ -55,7 +55,12 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<Ope
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  guarded(req, [&] { reply_opened(req, fi, daemon_of(req).fs.open(ino, fi->flags), nullptr); });
+  guarded(req, [&] {
+    // With O_TRUNC (FUSE_CAP_ATOMIC_O_TRUNC) the truncation is the daemon's,
+    // and under KILLPRIV_V2 so is the clearing of setuid/setgid it brings.
+    reply_opened(req, fi, daemon_of(req).fs.open(ino, fi->flags, privilege_credentials_of(req)),
+                 nullptr);
+  });
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,

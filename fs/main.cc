@@ -48,8 +48,7 @@ void usage(const char* prog) {
       "    -o purge_low=Q%%        (default: purge_high minus 10)\n"
       "    -o readahead=N         kernel read-ahead of the mount, with k/m suffix;\n"
       "                           0 keeps the kernel's default (default 512k)\n"
-      "    -o noxattr             no extended attributes (EOPNOTSUPP); saves a FUSE\n"
-      "                           round trip on every write(2)\n"
+      "    -o noxattr             no extended attributes (EOPNOTSUPP)\n"
       "    -o passthrough=on|off  FUSE passthrough of regular files to their stores\n"
       "                           where the kernel allows it (default on)\n"
       "    -o purge_on_mark       debug: purge every range as soon as it is marked\n"
@@ -162,11 +161,14 @@ int take_option(void* data, const char* arg, int key, fuse_args*) {
 // Feature flags: libfuse 3.17 keeps what the filesystem wants in the 64-bit want_ext, changed
 // through these helpers (which keep the old 32-bit want in step); 3.16 has only want. Neither
 // asks for a feature the kernel lacks: libfuse would fail the whole init for it.
-void want_feature(fuse_conn_info* conn, uint64_t flag) {
+// Returns whether the flag is wanted now.
+bool want_feature(fuse_conn_info* conn, uint64_t flag) {
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
-  (void)fuse_set_feature_flag(conn, flag);
+  return fuse_set_feature_flag(conn, flag);
 #else
-  if (conn->capable & flag) conn->want |= flag;
+  if (!(conn->capable & flag)) return false;
+  conn->want |= flag;
+  return true;
 #endif
 }
 
@@ -192,6 +194,13 @@ void init(void* userdata, fuse_conn_info* conn) {
   want_feature(conn, FUSE_CAP_IOCTL_DIR);
   want_feature(conn, FUSE_CAP_ATOMIC_O_TRUNC);
   want_feature(conn, FUSE_CAP_SPLICE_WRITE);
+  // Without it the kernel asks for security.capability (GETXATTR) before
+  // every write(2) to learn whether the write must clear privileges, which
+  // costs a passthrough write ten times its own time. With it the kernel
+  // asks once per change of the inode's attributes, and the daemon clears
+  // setuid/setgid where the kernel's SETATTR or OPEN says so (privileges.h,
+  // fuse_entry.cc); the kernel still removes security.capability itself.
+  if (want_feature(conn, FUSE_CAP_HANDLE_KILLPRIV_V2)) d.killpriv_v2.store(true);
   // Passthrough needs the kernel's consent and a store that enforces size=
   // itself (the private tmpfs); opens then go to the cached mode only for
   // strict files or where the kernel refuses a backing file (it needs
@@ -230,8 +239,8 @@ fuse_lowlevel_ops operations(Daemon& d, bool xattr) {
   assign_io_operations(ops);
   assign_ioctl_operations(ops);
   // Without handlers libfuse answers ENOSYS, after which the kernel fails
-  // every xattr call with EOPNOTSUPP by itself and stops asking for
-  // security.capability before each write(2): one round trip less per write.
+  // every xattr call with EOPNOTSUPP by itself. (That once also saved the
+  // security.capability question before each write(2); KILLPRIV_V2 does now.)
   if (xattr) assign_xattr_operations(ops);
   return counted_operations(d, ops);
 }

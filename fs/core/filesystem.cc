@@ -143,7 +143,8 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a) {
   {
     std::lock_guard lock(i->mu);
     timespec t = now();
-    if (a.set_mode) i->mode = i->type | (a.mode & 07777);
+    const mode_t dropped = i->kill_privileges(a.kill, a.credentials);
+    if (a.set_mode) i->mode = i->type | (a.mode & 07777 & ~dropped);
     if (a.set_uid) i->uid = a.uid;
     if (a.set_gid) i->gid = a.gid;
     if (a.set_atime) i->atime = a.atime_now ? t : a.atime;

@@ -28,6 +28,7 @@
 #include "accounting.h"
 #include "file_state.h"
 #include "options.h"
+#include "privileges.h"
 #include "purge_queue.h"
 #include "purge_worker.h"
 #include "result.h"
@@ -51,6 +52,9 @@ class CacheInvalidator {
  public:
   virtual ~CacheInvalidator() = default;
   virtual void invalidate(uint64_t ino, uint64_t off, uint64_t len) = 0;
+  // Drop the kernel's cached attributes of an inode: for a change that no
+  // reply carries (setuid/setgid cleared by an OPEN with O_TRUNC).
+  virtual void invalidate_attributes(uint64_t /*ino*/) {}
 };
 
 struct DirEntry {
@@ -125,6 +129,15 @@ class Inode {
 
   bool is_dir() const { return type == S_IFDIR; }
   bool is_reg() const { return type == S_IFREG; }
+
+  // Clears setuid/setgid as a change `why` by `who()` should, asking who()
+  // only if one of them is set; returns the bits cleared. mu held.
+  mode_t kill_privileges(PrivilegeKill why, const std::function<Credentials()>& who) {
+    if (why == PrivilegeKill::kNone || !who || !(mode & (S_ISUID | S_ISGID))) return 0;
+    mode_t dropped = privileges_dropped(mode, gid, why, who());
+    mode &= ~dropped;
+    return dropped;
+  }
 };
 
 // An open file: the inode and the access mode of the open (the kernel does
@@ -152,6 +165,10 @@ struct SetAttr {
   gid_t gid = 0;
   uint64_t size = 0;
   timespec atime{}, mtime{}, ctime{};
+  // Clear setuid/setgid as this change by `credentials()` should (read only
+  // when the file has one of them); see privileges.h.
+  PrivilegeKill kill = PrivilegeKill::kNone;
+  std::function<Credentials()> credentials;
 };
 
 // A byte range of a volatile-range request, as the ABI gives it.
@@ -222,7 +239,10 @@ class Filesystem {
 
   // Files. The first open of a regular file fixes its io mode: passthrough
   // if enabled and the file does not prefer the cached mode.
-  Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
+  // With O_TRUNC and `truncating` given, the truncation clears setuid/setgid
+  // as a write by truncating() would (privileges.h).
+  Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags,
+                                         const std::function<Credentials()>& truncating = {});
   // A passthrough open needs the kernel's id of the store: register(fd)
   // makes one (> 0) or fails (<= 0). On failure the first open of a file
   // falls back to the cached mode (f.passthrough turns false, and 0 comes

@@ -19,10 +19,12 @@
 
 namespace volfs::core {
 
-Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
+Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
+                                                   const std::function<Credentials()>& truncating) {
   auto i = find(ino);
   if (!i) return Err{ENOENT};
   if (i->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Err{EISDIR};
+  bool dropped_privileges = false;
   if ((flags & O_TRUNC) && i->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
     std::unique_lock io(i->io_mu);
     std::lock_guard lock(i->mu);
@@ -30,7 +32,14 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags) {
       Status s = truncate_locked(*i, 0);
       if (!s.ok()) return Err{s.err()};
     }
+    // Even of an empty file, as the kernel's do_truncate does. The open's
+    // reply has no attributes, so the kernel must be told to ask again.
+    if (i->kill_privileges(PrivilegeKill::kModify, truncating)) {
+      i->ctime = now();
+      dropped_privileges = true;
+    }
   }
+  if (dropped_privileges && invalidator_) invalidator_->invalidate_attributes(ino);
   auto f = std::make_unique<OpenFile>();
   f->flags = flags;
   if (i->is_reg()) {

@@ -2,13 +2,17 @@
 // an unprivileged client (uid/gid 65534) under allow_other and
 // default_permissions, compared call by call with tmpfs.
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
+
+#include <volfs/volfs.h>
 
 #include <gtest/gtest.h>
 
@@ -200,6 +204,101 @@ TEST_F(PermTest, WriteByNonOwnerClearsSetuidAndSetgid) {
     s.stat("setuid cleared by truncate", "suid", "mode", "mode=0777");
   });
   EXPECT_TRUE(cmp.same());
+}
+
+// Every kind of change that clears setuid/setgid, on each combination of
+// the bits, by root and by nobody: the daemon clears them itself under
+// FUSE_CAP_HANDLE_KILLPRIV_V2 (fs/core/privileges.h), in both io modes.
+TEST_F(PermTest, PrivilegesGoAsOnTmpfsForEveryKindOfChange) {
+  static constexpr mode_t kModes[] = {06777, 04777, 02777, 02767};
+  static constexpr const char* kChanges[] = {"write", "trunc",     "ftrunc", "falloc",
+                                             "rootw", "roottrunc", "chown",  "chgrp"};
+  auto name = [](const char* change, mode_t m) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%04o", change, static_cast<unsigned>(m));
+    return std::string(buf);
+  };
+  TmpfsComparison cmp(mount_.mountpoint());
+  cmp.run([&](Scenario& s) {
+    s.check("chmod root 0777", chmod(s.root().c_str(), 0777), "ok");
+    for (mode_t m : kModes) {
+      for (const char* c : kChanges) {
+        std::string f = name(c, m);
+        s.check(f, write_file(s.path(f), "data") ? 0 : -1, "ok");
+        s.check(f + " chmod", chmod(s.path(f).c_str(), m), "ok");
+      }
+    }
+  });
+  cmp.run_as(kNobody, [&](Scenario& s) {
+    for (mode_t m : kModes) {
+      int fd = s.open("open for write", name("write", m), O_WRONLY, 0, "ok");
+      s.pwrite("write", fd, "x", 0, "1");
+      s.open("open O_TRUNC, no write", name("trunc", m), O_WRONLY | O_TRUNC, 0, "ok");
+      s.check("truncate", truncate(s.path(name("ftrunc", m)).c_str(), 2), "ok");
+      fd = s.open("open for fallocate", name("falloc", m), O_WRONLY, 0, "ok");
+      s.check("fallocate", fallocate(fd, 0, 0, 8192), "ok");
+    }
+  });
+  cmp.run([&](Scenario& s) {
+    for (mode_t m : kModes) {
+      int fd = s.open("root opens for write", name("rootw", m), O_WRONLY, 0, "ok");
+      s.pwrite("root writes", fd, "x", 0, "1");
+      s.open("root O_TRUNC", name("roottrunc", m), O_WRONLY | O_TRUNC, 0, "ok");
+      s.check("chown", chown(s.path(name("chown", m)).c_str(), 1, 1), "ok");
+      s.check("chgrp", chown(s.path(name("chgrp", m)).c_str(), static_cast<uid_t>(-1), 1), "ok");
+    }
+    for (mode_t m : kModes) {
+      for (const char* c : kChanges) s.stat("after", name(c, m), "mode,size,uid,gid");
+    }
+  });
+  EXPECT_TRUE(cmp.same());
+}
+
+// The bits set on a file already open for writing go at the next write
+// through that open file (passthrough included), as `install -m 4755` or
+// `cp -p` by a user would see; setgid stays for a writer in the group when
+// the file is not group-executable.
+TEST_F(PermTest, BitsSetOnAnOpenFileGoAtItsNextWrite) {
+  TmpfsComparison cmp(mount_.mountpoint());
+  cmp.run([](Scenario& s) { s.check("chmod root 0777", chmod(s.root().c_str(), 0777), "ok"); });
+  cmp.run_as(kNobody, [](Scenario& s) {
+    for (mode_t m : {06777, 02767, 04755}) {
+      std::string f = "own" + std::to_string(m);
+      int fd = s.open("create", f, O_CREAT | O_RDWR, 0666, "ok");
+      s.pwrite("first write", fd, "a", 0, "1");
+      s.check("fchmod", fchmod(fd, m), "ok");
+      s.fstat("set", fd, "mode");
+      s.pwrite("second write", fd, "b", 1, "1");
+      s.fstat("after the write", fd, "mode");
+      s.stat("by path", f, "mode,size");
+    }
+  });
+  EXPECT_TRUE(cmp.same());
+}
+
+// In passthrough, a write(2) reaches the store without the daemon, and under
+// KILLPRIV_V2 the kernel no longer asks for security.capability before each
+// one: once it knows a file has neither capability nor setuid/setgid, a
+// hundred writes cost the daemon no request at all.
+TEST_F(PermTest, WritesInPassthroughSendTheDaemonNoRequest) {
+  if (!passthrough()) GTEST_SKIP() << "cached io mode: every write is a request";
+  std::string path = mount_.path("quiet");
+  int fd = open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char page[4096] = {1};
+  ASSERT_EQ(pwrite(fd, page, sizeof page, 0), 4096);  // the kernel learns "no privileges" here
+  auto requests = [&] {
+    volfs_stats st{};
+    EXPECT_EQ(ioctl(fd, VOLFS_IOC_STATS, &st), 0) << strerror(errno);
+    return st.requests;
+  };
+  const uint64_t before = requests();
+  for (int k = 0; k < 100; ++k) {
+    ASSERT_EQ(pwrite(fd, page, sizeof page, static_cast<off_t>(k) * 4096), 4096);
+  }
+  const uint64_t after = requests();
+  close(fd);
+  EXPECT_EQ(after - before, 1u) << "requests during 100 pwrites, besides the second STATS";
 }
 
 }  // namespace
