@@ -90,7 +90,7 @@ void run_seq_write(Env& env) {
   const uint64_t size = env.cfg.size;
   Buffer buf = pattern_buffer(kChunk);
   Row row =
-      make_row("seq_write", "1 MiB writes", "GB/s", Better::kHigher, {Target::kRatioAtLeast, 0.7});
+      make_row("seq_write", "1 MiB writes", "GB/s", Better::kHigher, {Target::kRatioAtLeast, 0.9});
   alternate(env.cfg.reps, [&](int side, int) {
     std::string path = dir_of(env, side) + "/seq_write";
     Fd fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC);
@@ -112,7 +112,7 @@ void run_seq_read_cold(Env& env) {
   Buffer buf = pattern_buffer(kChunk);
   FilePair files(env, "seq_read_cold", size);
   Row row = make_row("seq_read_cold", "1 MiB reads", "GB/s", Better::kHigher,
-                     {Target::kRatioAtLeast, 0.6});
+                     {Target::kRatioAtLeast, 0.9});
   uint64_t max_cached[2] = {0, 0};
   alternate(env.cfg.reps, [&](int side, int) {
     int fd = files.fd[side].get();
@@ -161,7 +161,8 @@ void run_rand_read_4k(Env& env) {
   Buffer buf = pattern_buffer(ps);
   FilePair files(env, "rand_read_4k", size);
   std::vector<uint64_t> order = random_pages(size / ps, env.cfg.ops);
-  Row row = make_row("rand_read_4k", "4 KiB preads, cold", "kIOPS", Better::kHigher);
+  Row row = make_row("rand_read_4k", "4 KiB preads, cold", "kIOPS", Better::kHigher,
+                     {Target::kRatioAtLeast, 0.8});
   uint64_t cached_after = 0;
   alternate(env.cfg.reps, [&](int side, int rep) {
     int fd = files.fd[side].get();
@@ -189,7 +190,8 @@ void run_rand_write_4k(Env& env) {
   Buffer buf = pattern_buffer(ps);
   FilePair files(env, "rand_write_4k", size);
   std::vector<uint64_t> order = random_pages(size / ps, env.cfg.ops);
-  Row row = make_row("rand_write_4k", "4 KiB pwrites", "kIOPS", Better::kHigher);
+  Row row = make_row("rand_write_4k", "4 KiB pwrites", "kIOPS", Better::kHigher,
+                     {Target::kRatioAtLeast, 0.8});
   alternate(env.cfg.reps, [&](int side, int) {
     int fd = files.fd[side].get();
     double t0 = now_sec();
@@ -222,7 +224,7 @@ MmapResult& mmap_result(Env& env) {
   const uint64_t pages = size / page_size();
   FilePair files(env, "mmap", size);
   r.first = make_row("mmap_first_touch", "read all words, faulting", "GB/s", Better::kHigher,
-                     {Target::kRatioAtLeast, 0.5});
+                     {Target::kRatioAtLeast, 0.9});
   r.second = make_row("mmap_second_pass", "read all words, mapped", "GB/s", Better::kHigher,
                       {Target::kRatioAtLeast, 0.95});
   uint64_t max_cached[2] = {0, 0};

@@ -301,6 +301,50 @@ class KernelLikeInvalidator : public CacheInvalidator {
   int calls = 0;
 };
 
+// The adapter passes credentials only under KILLPRIV_V2; the core then
+// clears the bits on a truncating open (and tells the kernel, whose cached
+// mode the OPEN reply cannot correct) and on a SETATTR that asks for it.
+TEST(FilesystemTest, PrivilegesGoOnATruncatingOpenAndAKillingSetattr) {
+  Fixture fx;
+  struct AttrInvalidator : CacheInvalidator {
+    void invalidate(uint64_t, uint64_t, uint64_t) override {}
+    void invalidate_attributes(uint64_t ino) override { inos.push_back(ino); }
+    std::vector<uint64_t> inos;
+  } inv;
+  fx.fs.start(&inv);
+  auto f = fx.create("f", 1);
+  const uint64_t ino = f->inode->ino;
+  SetAttr mode;
+  mode.set_mode = true;
+  mode.mode = 06777;
+  ASSERT_TRUE(fx.fs.setattr(ino, mode).ok());
+  int asked = 0;
+  auto nobody = [&] {
+    ++asked;
+    return Credentials{false, {65534}};
+  };
+
+  ASSERT_TRUE(fx.fs.open(ino, O_WRONLY | O_TRUNC).ok());  // no credentials: the kernel's job
+  EXPECT_EQ(fx.fs.getattr(ino)->st_mode & 07777, 06777u);
+  EXPECT_TRUE(inv.inos.empty());
+  ASSERT_TRUE(fx.fs.open(ino, O_WRONLY | O_TRUNC, nobody).ok());
+  EXPECT_EQ(fx.fs.getattr(ino)->st_mode & 07777, 0777u);
+  EXPECT_EQ(inv.inos, std::vector<uint64_t>{ino});
+  ASSERT_TRUE(fx.fs.open(ino, O_WRONLY | O_TRUNC, nobody).ok());
+  EXPECT_EQ(asked, 1) << "credentials are read only for a file with the bits";
+  EXPECT_EQ(inv.inos.size(), 1u) << "nothing changed, nothing to invalidate";
+
+  mode.mode = 04755;
+  ASSERT_TRUE(fx.fs.setattr(ino, mode).ok());
+  SetAttr kill;
+  kill.kill = PrivilegeKill::kModify;
+  kill.credentials = [] { return Credentials{true, {0}}; };  // CAP_FSETID keeps them
+  EXPECT_EQ(fx.fs.setattr(ino, kill)->st_mode & 07777, 04755u);
+  kill.kill = PrivilegeKill::kChown;
+  EXPECT_EQ(fx.fs.setattr(ino, kill)->st_mode & 07777, 0755u);
+  fx.fs.stop();
+}
+
 TEST(FilesystemTest, WriteBackDuringPurgeDoesNotResurrectData) {
   Fixture fx;
   KernelLikeInvalidator inval(fx.fs);
