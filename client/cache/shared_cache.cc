@@ -113,68 +113,31 @@ void wait_for_room(int fd, int tries) {
   nanosleep(&pause, nullptr);
 }
 
-// Writes all of bytes at offset with pwrite: the way for a kernel without
-// MADV_POPULATE_WRITE. In passthrough the kernel asks the daemon for the
-// file's security.capability xattr before every write (a FUSE round trip).
-void pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
-                const std::filesystem::path& path) {
+// Writes bytes into slot k of map, which the caller pins (so nothing
+// punches it meanwhile), with pwrite: a full mount answers ENOSPC, which a
+// store through the mapping would turn into SIGBUS. In passthrough the
+// write goes straight to the store and makes no FUSE request (the daemon
+// takes FUSE_CAP_HANDLE_KILLPRIV_V2, so the kernel does not ask it for
+// security.capability first), and a copy into fresh tmpfs pages costs less
+// than faulting them in through the mapping: a 4 KiB put took 2.9-3.7 us
+// this way against 4.1 us mapped (docs/shared-cache.md). A pinned slot's
+// pages stay (the daemon punches only unpinned slots, and segments are
+// never truncated).
+void write_slot(SegmentMap& map, uint32_t k, std::span<const std::byte> bytes) {
+  const uint64_t offset = map.data_offset(k);
   size_t done = 0;
   int full = 0;
   while (done < bytes.size()) {
-    ssize_t n =
-        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    ssize_t n = ::pwrite(map.fd(), bytes.data() + done, bytes.size() - done,
+                         static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == ENOSPC && full < kFullRetries) {
-      wait_for_room(fd, full++);
+      wait_for_room(map.fd(), full++);
       continue;
     }
-    if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + path.string());
+    if (n <= 0) throw_errno(n < 0 ? errno : EIO, "write " + map.path().string());
     done += static_cast<size_t>(n);
   }
-}
-
-// Values up to this size are written through the mapping, larger ones with
-// pwrite. Faulting fresh pages in one by one costs ~3 us a page here, a
-// pwrite's copy into new tmpfs pages ~2 us a page plus one FUSE round trip
-// (~10-20 us): measured on fresh pages of a volfs file, 16 KiB took 11 us
-// mapped against 16-22 us by pwrite, 64 KiB 39-55 against 35-58, 1 MiB
-// 717 against 499-623.
-constexpr size_t kMappedWriteMax = size_t{32} * 1024;
-
-// Writes bytes into slot k of map, which the caller pins (so nothing
-// punches it meanwhile). A store through the mapping makes no FUSE request
-// (the mapping is the store's own, passthrough), but a store into a hole of
-// a full tmpfs would be SIGBUS. So the pages are first faulted in writable
-// with MADV_POPULATE_WRITE, which answers EFAULT (ENOMEM out of memory)
-// instead; only then are the bytes copied. A pinned slot's pages stay (the
-// daemon punches only unpinned slots, and segments are never truncated).
-void write_slot(SegmentMap& map, uint32_t k, std::span<const std::byte> bytes) {
-  static std::atomic<bool> no_populate{false};
-  if (bytes.empty()) return;
-  if (bytes.size() <= kMappedWriteMax && !no_populate.load(std::memory_order_relaxed)) {
-    const size_t page = File::page_size();
-    const size_t len = (bytes.size() + page - 1) / page * page;
-    std::byte* dst = map.data(k);
-    for (int full = 0;;) {
-      if (::madvise(dst, len, MADV_POPULATE_WRITE) == 0) {
-        std::memcpy(dst, bytes.data(), bytes.size());
-        return;
-      }
-      int err = errno;
-      if (err == EINTR || err == EAGAIN) continue;
-      if (err == EINVAL) {  // before Linux 5.14
-        no_populate.store(true, std::memory_order_relaxed);
-        break;
-      }
-      if ((err == EFAULT || err == ENOMEM) && full < kFullRetries) {
-        wait_for_room(map.fd(), full++);
-        continue;
-      }
-      // EFAULT: the fault would have been SIGBUS, i.e. the store is full.
-      throw_errno(err == EFAULT ? ENOSPC : err, "write " + map.path().string());
-    }
-  }
-  pwrite_all(map.fd(), bytes, map.data_offset(k), map.path());
 }
 
 }  // namespace
@@ -482,8 +445,8 @@ void CacheImpl::put(std::string_view key, std::span<const std::byte> value) {
 
   // 2. Write the whole value into the slot, outside the lock: nobody else
   // reads it before it is published, nobody else takes the slot (leased),
-  // and nothing purges it (pinned). Through the mapping, pages populated
-  // first: no FUSE request, and a full mount is ENOSPC, not SIGBUS.
+  // and nothing purges it (pinned). With pwrite: no FUSE request in
+  // passthrough, and a full mount is ENOSPC, not SIGBUS.
   if (!value.empty()) {
     try {
       write_slot(*map, k, value);
