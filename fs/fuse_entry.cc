@@ -34,18 +34,24 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 }
 
 // Under KILLPRIV_V2 (main.cc) the kernel tells the daemon to clear
-// setuid/setgid in two ways: FATTR_KILL_SUIDGID on a truncate by a caller
-// without CAP_FSETID and on every chown (libfuse 3.17 passes that bit, 1 << 11,
-// on as FUSE_SET_ATTR_KILL_SUID), and a SETATTR that sets nothing, which is
-// what is left of the kernel's own clearing (file_remove_privs) before a
-// write or fallocate once fuse_setattr has taken out the mode it computed.
-// Without KILLPRIV_V2 neither reaches here: the kernel sends the mode.
+// setuid/setgid in two ways, after fuse_setattr has taken out the mode it
+// computed itself:
+// - FATTR_KILL_SUIDGID on a truncate by a caller without CAP_FSETID and on
+//   every chown that names an owner or group (libfuse 3.17 passes that bit,
+//   1 << 11, on as FUSE_SET_ATTR_KILL_SUID);
+// - a SETATTR that sets nothing: what is left of the kernel's own clearing
+//   (file_remove_privs) before a write or fallocate, which it sends only for
+//   a caller without CAP_FSETID, or of a chown(f, -1, -1), which clears
+//   setuid whoever calls. The chown rule covers both: for a caller without
+//   CAP_FSETID it is the write rule (privileges.h).
+// Without KILLPRIV_V2 the kernel sends the mode instead, and the adapter
+// passes no credentials, so the core clears nothing itself.
 PrivilegeKill privilege_kill(int to_set) {
   if (to_set & FUSE_SET_ATTR_KILL_SUID) {
     return to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) ? PrivilegeKill::kChown
-                                                            : PrivilegeKill::kModify;
+                                                           : PrivilegeKill::kModify;
   }
-  return to_set == 0 ? PrivilegeKill::kModify : PrivilegeKill::kNone;
+  return to_set == 0 ? PrivilegeKill::kChown : PrivilegeKill::kNone;
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {

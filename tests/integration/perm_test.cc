@@ -211,8 +211,8 @@ TEST_F(PermTest, WriteByNonOwnerClearsSetuidAndSetgid) {
 // FUSE_CAP_HANDLE_KILLPRIV_V2 (fs/core/privileges.h), in both io modes.
 TEST_F(PermTest, PrivilegesGoAsOnTmpfsForEveryKindOfChange) {
   static constexpr mode_t kModes[] = {06777, 04777, 02777, 02767};
-  static constexpr const char* kChanges[] = {"write", "trunc",     "ftrunc", "falloc",
-                                             "rootw", "roottrunc", "chown",  "chgrp"};
+  static constexpr const char* kChanges[] = {"write",     "trunc", "ftrunc", "falloc", "rootw",
+                                             "roottrunc", "chown", "chgrp",  "chown-1"};
   auto name = [](const char* change, mode_t m) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%s%04o", change, static_cast<unsigned>(m));
@@ -246,6 +246,10 @@ TEST_F(PermTest, PrivilegesGoAsOnTmpfsForEveryKindOfChange) {
       s.open("root O_TRUNC", name("roottrunc", m), O_WRONLY | O_TRUNC, 0, "ok");
       s.check("chown", chown(s.path(name("chown", m)).c_str(), 1, 1), "ok");
       s.check("chgrp", chown(s.path(name("chgrp", m)).c_str(), static_cast<uid_t>(-1), 1), "ok");
+      s.check(
+          "chown -1 -1",
+          chown(s.path(name("chown-1", m)).c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(-1)),
+          "ok");
     }
     for (mode_t m : kModes) {
       for (const char* c : kChanges) s.stat("after", name(c, m), "mode,size,uid,gid");
