@@ -23,6 +23,10 @@ constexpr uint64_t kXattrOverhead = 64;
 // file: a MARK, or a write into volatile pages, that could take a file past
 // it fails with ENOSPC (docs/volatile-ranges.md).
 constexpr uint64_t kMaxRunsPerFile = uint64_t{1} << 18;
+// Times in a row a purge may find the queue's front entry empty before it
+// stops (filesystem_purge.cc): each needs a race with another purge and a
+// write, so a longer run means the queue lost step with a file.
+constexpr int kMaxPurgeMisses = 4;
 // Page ranges of failed write-backs remembered per file (Inode::wb_failed).
 constexpr size_t kMaxWritebackRanges = 64;
 

@@ -39,6 +39,8 @@ bool Filesystem::purge_for_space(uint64_t pages) {
 uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {
   uint64_t total = 0;
   bool rescanned = false;
+  uint64_t missed_seq = 0;  // the entry the last purge_entry found empty
+  int misses = 0;           // how many times in a row
   // Slots unpinned since the daemon last looked join the queue first, in
   // the order of their unpins.
   sync_slot_files();
@@ -58,13 +60,21 @@ uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& ou
       if (!e) break;
       uint64_t n = purge_entry(*e, max_pages - total, out);
       if (n == 0) {
-        // The entry changed between front() and the inode's lock; a queue
-        // entry always has purgeable pages, so a second miss means it is gone.
-        std::optional<PurgeEntry> again = queue_.front();
-        if (again && again->seq == e->seq && again->prio == e->prio) {
+        // The entry changed between front() and the inode's lock: another
+        // purge took its pages, an unmark or truncate ended it. It may be
+        // queued again already (a write stored into its purged zero-fill
+        // pages, which another purge had just taken), so the next round may
+        // find it at the front with pages to purge. A queue entry always has
+        // purgeable pages under its inode's lock, so only a run of misses on
+        // one entry means that broke.
+        misses = e->seq == missed_seq ? misses + 1 : 1;
+        missed_seq = e->seq;
+        if (misses >= kMaxPurgeMisses) {
           assert(!"purge queue entry without purgeable pages");
           break;
         }
+      } else {
+        misses = 0;
       }
       total += n;
     } catch (const std::bad_alloc&) {
