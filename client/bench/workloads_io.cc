@@ -125,7 +125,8 @@ void run_seq_read_cold(Env& env) {
   });
   row.note = "after POSIX_FADV_DONTNEED, pages still cached: volfs " +
              percent(static_cast<double>(max_cached[0]), static_cast<double>(pages)) +
-             " (FUSE page cache; data comes from the daemon), tmpfs " +
+             " (the FUSE file's own cache: none in passthrough, where reads go to the store; "
+             "in the cached io mode the daemon answers the misses), tmpfs " +
              percent(static_cast<double>(max_cached[1]), static_cast<double>(pages)) +
              " (its page cache is the store: no cold state, same as hot)";
   env.report.add(row);
@@ -254,7 +255,8 @@ MmapResult& mmap_result(Env& env) {
       "fresh MAP_SHARED PROT_READ mapping per rep, page cache dropped first; "
       "cached before: volfs " +
       percent(static_cast<double>(max_cached[0]), static_cast<double>(pages)) +
-      " (faults go to the daemon), tmpfs " +
+      " (passthrough: faults map the store's pages; cached io mode: they go to the daemon), "
+      "tmpfs " +
       percent(static_cast<double>(max_cached[1]), static_cast<double>(pages)) +
       " (minor faults on the store's own pages)";
   r.second.note =

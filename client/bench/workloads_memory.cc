@@ -1,5 +1,5 @@
 // workloads_memory.cc: what storing data costs in memory, per GiB stored, on
-// volfs (the daemon's memfds, the kernel's page cache of the FUSE inode, and
+// volfs (the daemon's stores, the kernel's page cache of the FUSE inode, and
 // the daemon's own RSS growth) and on tmpfs (the file's pages, which are its
 // page cache), right after writing and after dropping the clean page cache.
 // Per-file figures come from st_blocks and cachestat(2), so they do not move

@@ -665,7 +665,7 @@ void purge_pressure(Env& env) {
   m.stop();
   r_stats.note = "second instance -o " + opts + ": " + human_bytes(vsize) +
                  " volatile, then 1 MiB writes past 80%; time from the crossing write until "
-                 "VOLFS_IOC_STATS shows <= 50%, the daemon's memfds hold <= 50%, and the "
+                 "VOLFS_IOC_STATS shows <= 50%, the daemon's stores hold <= 50%, and the "
                  "FUSE page cache of the purged pages is gone; last rep purged " +
                  human_bytes(purged_pages * ps) + ", MemAvailable then " +
                  (avail_back_kib >= 0 ? "+" : "") + std::to_string(avail_back_kib / 1024) +
