@@ -49,7 +49,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 PrivilegeKill privilege_kill(int to_set) {
   if (to_set & FUSE_SET_ATTR_KILL_SUID) {
     return to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) ? PrivilegeKill::kChown
-                                                           : PrivilegeKill::kModify;
+                                                            : PrivilegeKill::kModify;
   }
   return to_set == 0 ? PrivilegeKill::kChown : PrivilegeKill::kNone;
 }
