@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -377,6 +378,15 @@ int run(int argc, char** argv) {
   }
   // A signal ends the loop with its number; that is a clean stop.
   if (status > 0) status = 0;
+  // An unmount ends the loop with ENODEV, which libfuse takes as a clean
+  // stop, but a worker that took a request off the queue just as the
+  // unmount shut the connection reads ECONNABORTED instead, which libfuse
+  // reports as an error ("reading device"). Either way the kernel has ended
+  // the connection and nothing is left to serve: also a clean stop.
+  if (status == -ECONNABORTED) {
+    std::fprintf(stderr, "volfs: the kernel ended the FUSE connection (unmounted or aborted)\n");
+    status = 0;
+  }
   daemon->fs.stop();
   daemon->files.clear();
   fuse_session_unmount(se);
