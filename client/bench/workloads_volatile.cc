@@ -583,7 +583,11 @@ void purge_explicit(Env& env, bool dirty) {
             std::to_string(size / page_size()) + " (dirtying through the FUSE mapping took up to " +
             fmt(dirty_setup, 3) + " s, untimed)";
   } else {
-    note += "; the FUSE page cache holds clean copies from the write";
+    note +=
+        "; passthrough: the store holds the only copy; cached io mode: the FUSE page cache "
+        "also holds clean copies from the write; the baseline frees pages its own CPU wrote, "
+        "the daemon's purge may run on another CPU, which costs a punch 15-25% here "
+        "(docs/benchmarks.md)";
   }
   if (env.daemon_pid > 0) note += "; store left after purge: " + human_bytes(store_left);
   if (short_purges) note += "; WARNING: " + std::to_string(short_purges) + " purges came up short";
