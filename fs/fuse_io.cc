@@ -3,19 +3,20 @@
 // data of cached opens moves between the kernel and the store through here.
 #include <cerrno>
 #include <cstring>
-#include <optional>
 
 #include "daemon.h"
 
 namespace volfs {
 namespace {
 
+void release(fuse_req_t req, OpenFile& file) {
+  daemon_of(req).fs.release(file, [req](int id) { fuse_passthrough_close(req, id); });
+}
+
 void release_file(fuse_req_t req, uint64_t fh) {
-  Daemon& d = daemon_of(req);
   // NOLINTNEXTLINE(performance-no-int-to-ptr): FUSE's fh is our OpenFile's address
-  std::optional<int> backing = d.fs.release(*reinterpret_cast<OpenFile*>(fh));
-  if (backing) fuse_passthrough_close(req, *backing);
-  d.files.remove(fh);
+  release(req, *reinterpret_cast<OpenFile*>(fh));
+  daemon_of(req).files.remove(fh);
 }
 
 void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<OpenFile>> f,
@@ -39,7 +40,7 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<Ope
       return id;
     });
     if (!id.ok()) {
-      (void)d.fs.release(file);
+      release(req, file);
       fuse_reply_err(req, id.err());
       return;
     }

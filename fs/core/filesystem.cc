@@ -137,6 +137,7 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a) {
     if (!i->is_reg()) return Err{EINVAL};
     std::unique_lock io(i->io_mu);
     std::lock_guard lock(i->mu);
+    if (i->data_dropped) return Err{ENOENT};  // as open() says
     Status s = truncate_locked(*i, a.size);
     if (!s.ok()) return Err{s.err()};
   }

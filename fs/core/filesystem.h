@@ -13,12 +13,12 @@
 #include <sys/statvfs.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -117,6 +117,12 @@ class Inode {
   bool prefer_cached = false;  // user.volfs.iomode=cached
   int passthrough_opens = 0;
   int backing_id = 0;  // the kernel's id of the store while passthrough_opens > 0
+  // Open files of the inode, in either io mode. A regular file's data is
+  // dropped (data_dropped; an open then says ENOENT) once nothing can reach
+  // it (Filesystem::drop_if_unreachable; docs/design.md, "When a deleted
+  // file's memory comes back").
+  int opens = 0;
+  bool data_dropped = false;
   bool passthrough() const { return io_mode == IoMode::kPassthrough; }
   // Slots of the file (docs/volatile-ranges.md, "Slots"), from the first
   // slot ioctl on; guarded by mu, and their data and words change only
@@ -248,9 +254,11 @@ class Filesystem {
   // falls back to the cached mode (f.passthrough turns false, and 0 comes
   // back) and passthrough is off for later files; any other open fails.
   Result<int> backing_id(OpenFile& f, const std::function<int(int fd)>& register_fd);
-  // The kernel released f. Returns the backing id to unregister, if f was
-  // the inode's last passthrough open.
-  std::optional<int> release(OpenFile& f);
+  // The kernel released f. If f was the inode's last passthrough open,
+  // unregister(id) is called with the kernel's id of the store. If the file
+  // has no name and no open file left, its data is freed before this
+  // returns.
+  void release(OpenFile& f, const std::function<void(int id)>& unregister);
   // Whether opens may use FUSE passthrough (the kernel agreed at INIT and the
   // store lives on a private tmpfs that enforces size=).
   void set_passthrough(bool on) { passthrough_.store(on, std::memory_order_relaxed); }
@@ -356,17 +364,40 @@ class Filesystem {
   void add_entry(Inode& dir, std::string_view name, uint64_t ino);
 
   void remove_entry(Inode& dir, std::string_view name);
-  void drop_link(const std::shared_ptr<Inode>& i);  // nlink--, may destroy
-  void maybe_destroy(const std::shared_ptr<Inode>& i);
-  // Stores of destroyed files wait in dead_ until the request that destroyed
-  // them has released ns_mu_; then they are freed, before it answers.
-  void free_dead_stores();
-  struct DeadStores {
+  void drop_link(const std::shared_ptr<Inode>& i);      // nlink--, may destroy
+  bool maybe_destroy(const std::shared_ptr<Inode>& i);  // true: destroyed
+  // What may have been the last way to a file's data.
+  enum class LastLink { kName, kClosed, kForgotten };
+  // Frees a regular file's data once nothing can reach it: the kernel forgot
+  // it, or it has neither a name, nor an open file, nor a passthrough
+  // mapping (mapped_elsewhere). The store's pages go first, then the
+  // counts, so whoever finds the room in the stats or the charge finds it
+  // in the private tmpfs too. Takes io_mu and mu; no lock may be held
+  // (freeing gigabytes is slow).
+  void drop_if_unreachable(Inode& i, LastLink why) noexcept;
+  static bool mapped_elsewhere(const Store& store, bool just_closed);
+  // Counts a call that may drop a file while it runs, for wait_for_drops.
+  struct DropInProgress {
     Filesystem& fs;
-    explicit DeadStores(Filesystem& f) : fs(f) {}
-    ~DeadStores() { fs.free_dead_stores(); }
-    DeadStores(const DeadStores&) = delete;
-    DeadStores& operator=(const DeadStores&) = delete;
+    explicit DropInProgress(Filesystem& f);
+    ~DropInProgress();
+    DropInProgress(const DropInProgress&) = delete;
+    DropInProgress& operator=(const DropInProgress&) = delete;
+  };
+  // Calls drop_if_unreachable(*inode, why) when it goes out of scope. A
+  // request that may take a file's last name (or its last lookup) declares
+  // one before it takes ns_mu_, so the data is freed after the namespace
+  // lock is released and before the request answers.
+  struct OrphanCheck {
+    Filesystem& fs;
+    std::shared_ptr<Inode> inode;
+    LastLink why = LastLink::kName;
+    explicit OrphanCheck(Filesystem& f) : fs(f) {}
+    ~OrphanCheck() {
+      if (inode) fs.drop_if_unreachable(*inode, why);
+    }
+    OrphanCheck(const OrphanCheck&) = delete;
+    OrphanCheck& operator=(const OrphanCheck&) = delete;
   };
   void touch_dir(Inode& dir);
   void inherit_iomode(const Inode& dir, Inode& child);  // dir.mu held
@@ -424,7 +455,11 @@ class Filesystem {
   };
   PendingFinish prepare_finish(std::function<void(uint64_t pages)> then);
   void post_finish(PendingFinish&& f);
+  // Makes room for `pages` more: waits for files being dropped right now
+  // (their room is coming), else purges. False: nothing to wait for or to
+  // purge.
   bool purge_for_space(uint64_t pages);
+  bool wait_for_drops();  // true if one was in progress
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).
   AccountingSnapshot pressure_snapshot() const;
@@ -449,12 +484,19 @@ class Filesystem {
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;  // GUARDED_BY(ns_mu_)
   uint64_t next_ino_ = kRootIno + 1;                             // GUARDED_BY(ns_mu_)
 
+  // DropInProgress: drops (and releases) under way, for wait_for_drops. A
+  // leaf lock.
+  std::mutex drops_mu_;
+  std::condition_variable drops_cv_;
+  uint64_t drops_started_ = 0, drops_finished_ = 0;  // GUARDED_BY(drops_mu_)
+  // Regular files without a name that are still open: their last close
+  // will give their room back.
+  std::atomic<uint64_t> deleted_open_{0};
+
   // Files that have a SlotTable, for sync_slot_files. A leaf lock.
   std::mutex slot_files_mu_;
   std::vector<std::weak_ptr<Inode>> slot_files_;  // GUARDED_BY(slot_files_mu_)
 
-  std::mutex dead_mu_;  // guards dead_; a leaf, taken under ns_mu_
-  std::vector<std::shared_ptr<Store>> dead_;
   CacheInvalidator* invalidator_ = nullptr;
   std::unique_ptr<PurgeWorker> worker_;
 };

@@ -24,10 +24,18 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
   auto i = find(ino);
   if (!i) return Err{ENOENT};
   if (i->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Err{EISDIR};
+  // Passthrough writes meet the size limit in the kernel, without the
+  // daemon: an open for writing waits for the room of a file being freed
+  // right now (closed just before, say), as a write through the daemon does
+  // (purge_for_space).
+  if ((flags & O_ACCMODE) != O_RDONLY && i->is_reg() && passthrough()) (void)wait_for_drops();
+  // Below, a file whose data was dropped (drop_if_unreachable) had its path
+  // looked up before its unlink: the open says ENOENT, as if it came after.
   bool dropped_privileges = false;
   if ((flags & O_TRUNC) && i->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
     std::unique_lock io(i->io_mu);
     std::lock_guard lock(i->mu);
+    if (i->data_dropped) return Err{ENOENT};
     if (i->size != 0) {
       Status s = truncate_locked(*i, 0);
       if (!s.ok()) return Err{s.err()};
@@ -44,6 +52,9 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
   f->flags = flags;
   if (i->is_reg()) {
     std::lock_guard lock(i->mu);
+    if (i->data_dropped) return Err{ENOENT};
+    if (i->nlink == 0 && i->opens == 0) deleted_open_.fetch_add(1, std::memory_order_relaxed);
+    ++i->opens;  // the data stays while f exists
     if (i->io_mode == IoMode::kUndecided) {
       i->io_mode = passthrough() && !i->prefer_cached ? IoMode::kPassthrough : IoMode::kCached;
       f->decided = true;
@@ -72,21 +83,33 @@ Result<int> Filesystem::backing_id(OpenFile& f, const std::function<int(int fd)>
   return 0;
 }
 
-std::optional<int> Filesystem::release(OpenFile& f) {
+void Filesystem::release(OpenFile& f, const std::function<void(int id)>& unregister) {
   Inode& i = *f.inode;
-  if (!f.passthrough) return std::nullopt;
-  std::lock_guard lock(i.mu);
-  if (f.slot_holder) {
-    // The open file's pins go with it (its process may have died holding
-    // them); what they kept becomes purgeable now, not at the next round.
-    i.slots->release_holder(&f);
-    sync_slots(i);
+  if (!i.is_reg()) return;
+  // The kernel sent this RELEASE at a close(2) that did not wait for it:
+  // from the first moment, an open for writing waits for it to be done,
+  // as it may free a deleted file.
+  DropInProgress busy(*this);
+  int id = 0;
+  {
+    std::lock_guard lock(i.mu);
+    if (f.passthrough) {
+      if (f.slot_holder) {
+        // The open file's pins go with it (its process may have died holding
+        // them); what they kept becomes purgeable now, not at the next round.
+        i.slots->release_holder(&f);
+        sync_slots(i);
+      }
+      assert(i.passthrough_opens > 0);
+      if (--i.passthrough_opens == 0) id = std::exchange(i.backing_id, 0);
+    }
+    assert(i.opens > 0);
+    if (--i.opens == 0 && i.nlink == 0) deleted_open_.fetch_sub(1, std::memory_order_relaxed);
   }
-  assert(i.passthrough_opens > 0);
-  if (--i.passthrough_opens) return std::nullopt;
-  int id = std::exchange(i.backing_id, 0);
-  if (id <= 0) return std::nullopt;
-  return id;
+  // The kernel's reference to the store goes before the daemon's, so that
+  // the pages are free when the counts say so.
+  if (id > 0 && unregister) unregister(id);
+  drop_if_unreachable(i, LastLink::kClosed);
 }
 
 Status Filesystem::read(const OpenFile& f, uint64_t off, size_t size, const ReadReply& reply) {

@@ -4,6 +4,7 @@
 
 #include <time.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -13,6 +14,9 @@ constexpr size_t kNameMax = 255;
 constexpr size_t kXattrValueMax = size_t{64} * 1024;
 constexpr uint64_t kBogoDirentSize = 20;  // tmpfs reports directory sizes this way
 constexpr int kWriteAttempts = 4;         // purges for space before ENOSPC
+// How long a write that finds the mount full waits for the last close of a
+// file deleted while open (Filesystem::purge_for_space), per attempt.
+constexpr std::chrono::milliseconds kReleaseGrace{20};
 // Extended attributes are charged against size= (as tmpfs does) by bytes:
 // name + value + this much for the map node that holds them, rounded up to
 // pages per inode.

@@ -10,9 +10,10 @@
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
-#include <new>
+#include <thread>
 
 #include "filesystem_internal.h"
 
@@ -42,28 +43,69 @@ Result<Entry> Filesystem::lookup(uint64_t parent, std::string_view name) {
   return Entry{ino, stat_of(*i)};
 }
 
-void Filesystem::free_dead_stores() {
-  std::vector<std::shared_ptr<Store>> dead;
-  {
-    std::lock_guard lock(dead_mu_);
-    dead.swap(dead_);
+void Filesystem::drop_if_unreachable(Inode& i, LastLink why) noexcept {
+  if (!i.is_reg()) return;
+  std::unique_lock io(i.io_mu);
+  std::lock_guard lock(i.mu);
+  if (i.data_dropped || i.nlink > 0) return;  // link() refuses an inode without links
+  const bool forgotten = why == LastLink::kForgotten;
+  if (!forgotten && i.opens > 0) return;
+  // From here the room may be coming: a write or an open that finds the
+  // mount full waits for it (wait_for_drops) rather than failing.
+  DropInProgress busy(*this);
+  if (!forgotten && i.passthrough() && mapped_elsewhere(*i.store, why == LastLink::kClosed)) {
+    return;
   }
-  // Destroyed here, outside every lock (a purge may still hold one: then
-  // its last reference frees it).
+  i.data_dropped = true;  // from now on open() says ENOENT
+  // A purge that still holds the inode finds no pages left to take (and its
+  // punch of the closed store is a harmless EBADF).
+  i.store->close();
+  acc_.uncharge(i.state->drop(0, FileState::kEndOfFile));
+  acc_.add_files(-1);
+}
+
+Filesystem::DropInProgress::DropInProgress(Filesystem& f) : fs(f) {
+  std::lock_guard lock(fs.drops_mu_);
+  ++fs.drops_started_;
+}
+
+Filesystem::DropInProgress::~DropInProgress() {
+  {
+    std::lock_guard lock(fs.drops_mu_);
+    ++fs.drops_finished_;
+  }
+  fs.drops_cv_.notify_all();
+}
+
+bool Filesystem::mapped_elsewhere(const Store& store, bool just_closed) {
+  // A cached mapping holds its FUSE file open. A passthrough mapping does
+  // not: the kernel maps a file of its own, opened on the store for the
+  // FUSE open, and keeps it when the FUSE file is released. If it is there,
+  // the kernel's FORGET tells when the last mapping is gone. Right after the
+  // last close the kernel may not have let go of the file of that open yet
+  // (the closing thread does, after sending the RELEASE): ask a few times.
+  // (The RELEASE has no one waiting for it.)
+  const int tries = just_closed ? 20 : 1;
+  for (int k = 0;; ++k) {
+    if (!store.opened_elsewhere()) return false;
+    if (k + 1 == tries) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
-  DeadStores sweep(*this);  // after the lock below is released
+  OrphanCheck orphan(*this);  // normally dropped at its unlink or last release already
   std::unique_lock lock(ns_mu_);
   auto i = find_locked(ino);
   if (!i) return;
   assert(i->nlookup >= nlookup);
   i->nlookup -= std::min(i->nlookup, nlookup);
-  maybe_destroy(i);
+  if (maybe_destroy(i)) orphan.why = LastLink::kForgotten;
+  orphan.inode = std::move(i);
 }
 
-void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
-  if (i->ino == kRootIno || i->nlookup > 0 || i->nlink > 0) return;
+bool Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
+  if (i->ino == kRootIno || i->nlookup > 0 || i->nlink > 0) return false;
   inodes_.erase(i->ino);
   acc_.add_inodes(-1);
   {
@@ -71,38 +113,7 @@ void Filesystem::maybe_destroy(const std::shared_ptr<Inode>& i) {
     acc_.uncharge(xattr_pages(i->xattr_bytes));
     i->xattr_bytes = 0;
   }
-  if (i->is_reg()) {
-    // Open files hold the kernel's reference, so none is open now; a purge
-    // may still hold the inode and will find nothing left to take (its punch
-    // of the empty store that replaces the dead one is a harmless EBADF).
-    // Freeing the store's pages (gigabytes, maybe) is slow: it happens once
-    // the caller has released ns_mu_, which every lookup needs, but before
-    // it answers (DeadStores), so that the room is back when the kernel
-    // learns the file is gone; a later write must not meet a full tmpfs.
-    // (forget() runs outside guarded(): nothing here may throw.)
-    std::unique_ptr<Store> empty(new (std::nothrow) Store());
-    std::shared_ptr<Store> dead;
-    {
-      std::unique_lock io(i->io_mu);
-      std::lock_guard lock(i->mu);
-      acc_.uncharge(i->state->drop(0, FileState::kEndOfFile));
-      if (empty) {
-        dead = std::move(i->store);
-        i->store = std::move(empty);
-      } else {
-        (void)i->store->truncate(0);  // no memory to defer it: free it here
-      }
-      acc_.add_files(-1);
-    }
-    if (dead) {
-      std::lock_guard lock(dead_mu_);
-      try {
-        dead_.push_back(std::move(dead));
-      } catch (const std::bad_alloc&) {
-        (void)dead->truncate(0);  // freed here after all, under ns_mu_
-      }
-    }
-  }
+  return true;
 }
 
 void Filesystem::touch_dir(Inode& dir) {
@@ -137,7 +148,9 @@ void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
   {
     std::lock_guard lock(i->mu);
     assert(i->nlink > 0);
-    --i->nlink;
+    if (--i->nlink == 0 && i->opens > 0 && i->is_reg()) {
+      deleted_open_.fetch_add(1, std::memory_order_relaxed);
+    }
     i->ctime = now();
     // Every link beyond the first took an inode slot (see link()).
     own_slot = i->nlink > 0 && !i->is_dir();
@@ -279,7 +292,7 @@ Result<Entry> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view n
 }
 
 Status Filesystem::unlink(uint64_t parent, std::string_view name) {
-  DeadStores sweep(*this);  // after the lock below is released
+  OrphanCheck orphan(*this);  // after the lock below is released
   std::unique_lock lock(ns_mu_);
   auto dir = find_locked(parent);
   if (!dir) return Err{ENOENT};
@@ -290,6 +303,7 @@ Status Filesystem::unlink(uint64_t parent, std::string_view name) {
   if (i->is_dir()) return Err{EISDIR};
   remove_entry(*dir, name);
   drop_link(i);
+  orphan.inode = std::move(i);
   return {};
 }
 
@@ -321,7 +335,7 @@ Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
 
 Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
                           std::string_view new_name, unsigned flags) {
-  DeadStores sweep(*this);  // after the namespace lock is released
+  OrphanCheck orphan(*this);  // of a file renamed over, after the namespace lock
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Err{EINVAL};
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Err{EINVAL};
   if (new_name.size() > kNameMax) return Err{ENAMETOOLONG};
@@ -395,6 +409,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
       maybe_destroy(dst);
     } else {
       drop_link(dst);
+      orphan.inode = dst;
     }
   }
   std::string moved(name);

@@ -27,13 +27,29 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
 }
 
 bool Filesystem::purge_for_space(uint64_t pages) {
+  if (wait_for_drops()) return true;
   PendingFinish fin = prepare_finish(nullptr);
   uint64_t n = fin.state->pages = purge_pages(pages, fin.state->batches);
   acc_.count_request(PurgeCause::kSizeLimit, n);
   // The store memory is free now; the kernel's copies go on the worker, as
   // this handler may be the write-back that the invalidation waits for.
   post_finish(std::move(fin));
-  return n > 0;
+  if (n > 0) return true;
+  // A file deleted while open gives its room back at its last close, whose
+  // RELEASE the kernel sends without waiting: it may be on its way, read
+  // by a worker that has not run yet. Give it a moment.
+  if (deleted_open_.load(std::memory_order_relaxed) == 0) return false;
+  std::unique_lock lock(drops_mu_);
+  const uint64_t finished = drops_finished_;
+  return drops_cv_.wait_for(lock, kReleaseGrace, [&] { return drops_finished_ > finished; });
+}
+
+bool Filesystem::wait_for_drops() {
+  std::unique_lock lock(drops_mu_);
+  const uint64_t started = drops_started_;
+  if (drops_finished_ == started) return false;
+  drops_cv_.wait(lock, [&] { return drops_finished_ >= started; });
+  return true;
 }
 
 uint64_t Filesystem::purge_pages(uint64_t max_pages, std::vector<PurgeBatch>& out) {

@@ -67,19 +67,26 @@ struct Fixture {
   Filesystem fs;
 };
 
-TEST(FilesystemTest, UnlinkedOpenFileLivesUntilForget) {
+TEST(FilesystemTest, UnlinkedOpenFileLivesUntilItsLastRelease) {
   Fixture fx;
   auto f = fx.create("a", 4);
-  uint64_t ino = f->inode->ino;
+  auto g = fx.fs.open(f->inode->ino, O_RDONLY);
+  ASSERT_TRUE(g.ok());
+  const uint64_t ino = f->inode->ino;
   EXPECT_EQ(fx.fs.stats().files, 1u);
   EXPECT_TRUE(fx.fs.unlink(kRootIno, "a").ok());
   EXPECT_EQ(fx.fs.lookup(kRootIno, "a").err(), ENOENT);
   EXPECT_EQ(read_all(fx.fs, *f, 0, kPage), std::string(kPage, 'a'));
   EXPECT_EQ(fx.fs.stats().resident_pages, 4u);
-  fx.fs.forget(ino, 1);
+  fx.fs.release(*f, {});
+  EXPECT_EQ(read_all(fx.fs, **g, 0, kPage), std::string(kPage, 'a')) << "one open file is left";
+  EXPECT_EQ(fx.fs.stats().files, 1u);
+  fx.fs.release(**g, {});  // the last: the data goes now, not at the kernel's FORGET
   EXPECT_EQ(fx.fs.stats().files, 0u);
   EXPECT_EQ(fx.fs.stats().resident_pages, 0u);
   EXPECT_EQ(fx.fs.statfs().f_bfree, 1024u);
+  fx.fs.forget(ino, 1);
+  EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
 }
 
 TEST(FilesystemTest, RenameRules) {
@@ -550,26 +557,52 @@ TEST(FilesystemTest, APurgeIsNotStarvedByAReaderLoop) {
       << " s for a loop of readers";
 }
 
-// Issue 11, defect 7: destroying a file frees its store (slow for a big file)
-// outside the exclusive ns_mu_ that every lookup needs.
-TEST(FilesystemTest, DestroyingAFileFreesItsStoreBeforeAnswering) {
-  // The store of a destroyed file is freed after the request released
-  // ns_mu_ (freeing gigabytes under it would stall every lookup), but before
-  // it answers: once the kernel's FORGET or UNLINK is answered, the room is
-  // back for the next write. (Deferring it to the purge worker, as a first
-  // fix did, let a write meet a full store right after an unlink.)
+// Issue 11, defect 7: freeing a file's store (slow for a big file) happens
+// outside the exclusive ns_mu_ that every lookup needs, but before the
+// request answers. And as on tmpfs, a file's memory comes back when it has
+// neither a name nor an open file: at that unlink or release, not at the
+// kernel's FORGET, which comes later (a write right after the unlink met a
+// full mount).
+TEST(FilesystemTest, AClosedFileFreesItsDataBeforeItsUnlinkAnswers) {
   Fixture fx;
   fx.fs.start(nullptr);
   auto f = fx.create("big", 64);
   const uint64_t ino = f->inode->ino;
   const int fd = f->inode->store->fd();
-  f.reset();
+  fx.fs.release(*f, {});
+  EXPECT_NE(fcntl(fd, F_GETFD), -1) << "a file with a name keeps its store";
   ASSERT_TRUE(fx.fs.unlink(kRootIno, "big").ok());
-  EXPECT_NE(fcntl(fd, F_GETFD), -1) << "a file the kernel still knows keeps its store";
-  fx.fs.forget(ino, 1);  // the last reference: destroys the file
-  EXPECT_EQ(fcntl(fd, F_GETFD), -1) << "the store is freed before forget returns";
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1) << "the store is freed before unlink returns";
   EXPECT_EQ(fx.fs.stats().files, 0u);
+  EXPECT_EQ(fx.fs.stats().resident_pages, 0u);
   EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
+  EXPECT_EQ(fx.fs.statfs().f_bfree, 1024u);
+  // The kernel may still send requests for it that resolved its path before
+  // the unlink: they come after it, as if they had looked it up later.
+  EXPECT_EQ(fx.fs.open(ino, O_RDWR).err(), ENOENT);
+  EXPECT_EQ(fx.fs.open(ino, O_RDWR | O_TRUNC).err(), ENOENT);
+  SetAttr grow;
+  grow.set_size = true;
+  grow.size = 1;
+  EXPECT_EQ(fx.fs.setattr(ino, grow).err(), ENOENT);
+  EXPECT_TRUE(fx.fs.getattr(ino).ok());
+  fx.fs.forget(ino, 1);
+  EXPECT_EQ(fx.fs.getattr(ino).err(), ENOENT);
+  EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
+}
+
+// The same by a rename over the file's last name.
+TEST(FilesystemTest, AClosedFileRenamedOverFreesItsData) {
+  Fixture fx;
+  auto f = fx.create("old", 32);
+  auto g = fx.create("new", 1);
+  const int fd = f->inode->store->fd();
+  fx.fs.release(*f, {});
+  fx.fs.release(*g, {});
+  ASSERT_TRUE(fx.fs.rename(kRootIno, "new", kRootIno, "old", 0).ok());
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(fx.fs.stats().files, 1u);
+  EXPECT_EQ(fx.fs.stats().resident_pages, 1u);
 }
 
 // Issue 11, defect 6: an error after the page state was committed left the

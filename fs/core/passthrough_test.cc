@@ -2,12 +2,15 @@
 // the kernel, writing and punching the store directly through the fd the
 // core hands to its register callback, as passthrough writes and stores
 // reach the store without the daemon. Needs a private tmpfs (root).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <volfs/volfs.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -56,6 +59,14 @@ class PassthroughTest : public ::testing::Test {
     return std::move(*f);
   }
 
+  // Releases f as the kernel does at its last close; returns the backing id
+  // it unregistered, if any.
+  std::optional<int> release(OpenFile& f) {
+    std::optional<int> id;
+    fs_->release(f, [&](int i) { id = i; });
+    return id;
+  }
+
   uint64_t create(const std::string& name) {
     Result<Entry> e = fs_->create(kRootIno, name, 0644, Caller{});
     EXPECT_TRUE(e.ok());
@@ -96,7 +107,7 @@ TEST_F(PassthroughTest, PurgePunchesTheStoreAndUnmarkSaysPurged) {
   EXPECT_EQ(load(fd, 0, kPage), std::string(kPage, 'x'));
   EXPECT_EQ(fs_->stats().resident_pages, 2u);
   EXPECT_EQ(unmark(*fs_, *f, kPage, 2 * kPage), 1);
-  EXPECT_EQ(fs_->release(*f), std::optional<int>(7));
+  EXPECT_EQ(release(*f), std::optional<int>(7));
 }
 
 TEST_F(PassthroughTest, StoresAfterTheMarkArePurgedAndHolesStayIntact) {
@@ -112,7 +123,7 @@ TEST_F(PassthroughTest, StoresAfterTheMarkArePurgedAndHolesStayIntact) {
   EXPECT_EQ(load(fd, kPage, 4), std::string(4, '\0'));
   EXPECT_EQ(unmark(*fs_, *f, 0, 4 * kPage), 1);
   EXPECT_EQ(unmark(*fs_, *f, 4 * kPage, 4 * kPage), 0);  // nothing was there to lose
-  (void)fs_->release(*f);
+  (void)release(*f);
 }
 
 TEST_F(PassthroughTest, NonVolatileDataSurvivesAPurge) {
@@ -124,7 +135,7 @@ TEST_F(PassthroughTest, NonVolatileDataSurvivesAPurge) {
   EXPECT_EQ(unmark(*fs_, *f, 2 * kPage, 2 * kPage), 0);
   EXPECT_EQ(purge_all(*fs_), 6 * kPage);
   EXPECT_EQ(load(fd, 2 * kPage, 2 * kPage), std::string(2 * kPage, 'k'));
-  (void)fs_->release(*f);
+  (void)release(*f);
 }
 
 TEST_F(PassthroughTest, StrictNeedsTheCachedMode) {
@@ -137,21 +148,21 @@ TEST_F(PassthroughTest, StrictNeedsTheCachedMode) {
   // backing id back.
   auto g = open(ino);
   EXPECT_TRUE(g->passthrough);
-  EXPECT_EQ(fs_->release(*g), std::nullopt);
-  EXPECT_EQ(fs_->release(*f), std::optional<int>(7));
+  EXPECT_EQ(release(*g), std::nullopt);
+  EXPECT_EQ(release(*f), std::optional<int>(7));
   // The mode was fixed by the first open: a later preference changes nothing.
   ASSERT_TRUE(fs_->setxattr(ino, "user.volfs.iomode", "cached", 0).ok());
   EXPECT_EQ(fs_->setxattr(ino, "user.volfs.iomode", "fast", 0).err(), EINVAL);
   auto h = open(ino);
   EXPECT_TRUE(h->passthrough);
-  (void)fs_->release(*h);
+  (void)release(*h);
   // A file that prefers the cached mode before its first open gets it.
   Result<Entry> n = fs_->mknod(kRootIno, "n", S_IFREG | 0644, 0, Caller{});
   ASSERT_TRUE(n.ok());
   ASSERT_TRUE(fs_->setxattr(n->ino, "user.volfs.iomode", "cached", 0).ok());
   auto c = open(n->ino);
   EXPECT_FALSE(c->passthrough);
-  EXPECT_EQ(fs_->release(*c), std::nullopt);
+  EXPECT_EQ(release(*c), std::nullopt);
 }
 
 TEST_F(PassthroughTest, StoresAfterTheLastReleaseAreStillFound) {
@@ -160,10 +171,56 @@ TEST_F(PassthroughTest, StoresAfterTheLastReleaseAreStillFound) {
   uint64_t ino = create("f");
   int fd = -1;
   auto f = open(ino, &fd);
-  ASSERT_EQ(fs_->release(*f), std::optional<int>(7));
+  ASSERT_EQ(release(*f), std::optional<int>(7));
   store(fd, 0, std::string(3 * kPage, 'm'));
   EXPECT_EQ(fs_->stats().resident_pages, 3u);
   EXPECT_EQ(static_cast<uint64_t>(fs_->getattr(ino)->st_size), 3 * kPage);
+}
+
+TEST_F(PassthroughTest, ADeletedFileStaysUntilTheKernelForgetsIt) {
+  // A passthrough mapping holds the store's file and outlives the open file,
+  // unseen by the daemon: a file deleted after its close may still be
+  // mapped. It keeps its store, accounting and volatile ranges until the
+  // kernel forgets the inode, which it does only once no mapping is left.
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  store(fd, 0, std::string(8 * kPage, 'm'));
+  ASSERT_EQ(mark(*fs_, *f, 0, 4 * kPage), 0);
+  // The kernel maps a file of its own, opened on the store for the FUSE
+  // open, and keeps it when the FUSE file is released.
+  int kernel_fd = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR);
+  ASSERT_GE(kernel_fd, 0);
+  void* m = mmap(nullptr, 8 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, kernel_fd, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  ::close(kernel_fd);
+  ASSERT_EQ(release(*f), std::optional<int>(7));
+  ASSERT_TRUE(fs_->unlink(kRootIno, "f").ok());
+  EXPECT_NE(fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(fs_->stats().files, 1u);
+  EXPECT_EQ(fs_->stats().resident_pages, 8u);
+  EXPECT_EQ(purge_all(*fs_), 4 * kPage) << "its volatile pages can still be purged";
+  EXPECT_EQ(std::string(static_cast<const char*>(m) + 4 * kPage, 4 * kPage),
+            std::string(4 * kPage, 'm'));
+  fs_->forget(ino, 1);
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1) << "forgotten: the daemon's reference is gone";
+  EXPECT_EQ(fs_->stats().files, 0u);
+  ASSERT_EQ(munmap(m, 8 * kPage), 0);
+  EXPECT_EQ(fs_->statfs().f_bfree, 1024u);
+}
+
+TEST_F(PassthroughTest, ADeletedFileNobodyMapsIsFreedAtItsUnlink) {
+  uint64_t ino = create("f");
+  int fd = -1;
+  auto f = open(ino, &fd);
+  store(fd, 0, std::string(8 * kPage, 'u'));
+  ASSERT_EQ(release(*f), std::optional<int>(7));
+  ASSERT_TRUE(fs_->unlink(kRootIno, "f").ok());
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1) << "freed before the unlink answers, not at the FORGET";
+  EXPECT_EQ(fs_->statfs().f_bfree, 1024u);
+  EXPECT_EQ(fs_->stats().files, 0u);
+  EXPECT_EQ(fs_->open(ino, O_RDWR).err(), ENOENT);
+  fs_->forget(ino, 1);
 }
 
 TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
@@ -177,8 +234,8 @@ TEST_F(PassthroughTest, DirectoriesPassTheirIoModeOn) {
   EXPECT_EQ(*fs_->getxattr(e->ino, "user.volfs.iomode"), "cached");
   auto f2 = open(e->ino);
   EXPECT_EQ(mark(*fs_, *f2, 0, 0, test::kStrict), 0);
-  (void)fs_->release(*f);
-  (void)fs_->release(*f2);
+  (void)release(*f);
+  (void)release(*f2);
 }
 
 TEST_F(PassthroughTest, AFailedRegistrationFallsBackToCached) {
@@ -192,8 +249,8 @@ TEST_F(PassthroughTest, AFailedRegistrationFallsBackToCached) {
   auto g = open(ino);  // the file stays cached
   EXPECT_FALSE(g->passthrough);
   EXPECT_FALSE(fs_->passthrough());  // and so do files made from now on
-  (void)fs_->release(**f);
-  (void)fs_->release(*g);
+  (void)release(**f);
+  (void)release(*g);
 }
 
 TEST_F(PassthroughTest, TheSizeLimitIsTheKernels) {
@@ -205,7 +262,7 @@ TEST_F(PassthroughTest, TheSizeLimitIsTheKernels) {
   EXPECT_TRUE(n < 0 ? errno == ENOSPC : static_cast<size_t>(n) < big.size());
   struct statvfs s = fs_->statfs();
   EXPECT_LE(s.f_bfree, 1u);
-  (void)fs_->release(*f);
+  (void)release(*f);
 }
 
 }  // namespace

@@ -195,7 +195,7 @@ TEST_F(SlotsTest, ReleasingAHolderDropsItsPins) {
   ASSERT_EQ(volfs_slot_unpin(&mine), 0);
   EXPECT_EQ(purge_all(*fs_), 0u);
   // Its process dies: the kernel releases its open file.
-  (void)fs_->release(*other);
+  fs_->release(*other, {});
   EXPECT_EQ(word(0)->word, VOLFS_SLOT_WORD(VOLFS_SLOT_LIVE)) << "no pin bits left";
   EXPECT_GT(purge_all(*fs_), 0u);
   EXPECT_EQ(state(0), VOLFS_SLOT_PURGED);

@@ -77,8 +77,18 @@ std::optional<uint64_t> Backing::used_pages() const {
   return static_cast<uint64_t>(s.f_blocks - s.f_bfree);
 }
 
-Store::~Store() {
+Store::~Store() { close(); }
+
+void Store::close() {
   if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool Store::opened_elsewhere() const {
+  if (fd_ < 0) return false;
+  if (::fcntl(fd_, F_SETLEASE, F_WRLCK) != 0) return true;
+  (void)::fcntl(fd_, F_SETLEASE, F_UNLCK);
+  return false;
 }
 
 int Store::open(const Backing& backing) {

@@ -70,6 +70,14 @@ class Store {
 
   // Creates the backing file; 0 or -errno.
   int open(const Backing& backing);
+  // Closes the backing file: its pages are freed unless a mapping of it
+  // (a passthrough mmap) still holds it. Later calls fail with EBADF.
+  void close();
+  // Whether another open file of the backing file exists: the kernel's, of
+  // a passthrough open or of a mapping that outlived it. Asked by taking a
+  // write lease, which the kernel grants only to the sole opener (on a
+  // kernel without IMA it does not count read-only opens). True on doubt.
+  bool opened_elsewhere() const;
   int fd() const { return fd_; }
 
   ssize_t pwrite(const void* buf, size_t len, uint64_t off);

@@ -1582,6 +1582,37 @@ TEST_F(VolatileTest, UnlinkAndRenameKeepTheAccountingExact) {
   EXPECT_TRUE(eventually_stats(
       {.files = 0, .resident_pages = 0, .volatile_pages = 0, .volatile_resident_pages = 0}));
 
+  // The same, mapped after the unlink and then closed (shm_unlink before the
+  // mmap): its last close must not free what the mapping holds.
+  make_file("n", 2, 6);
+  ASSERT_TRUE(mark_in_child(P("n"), 0, 0));
+  {
+    SyncPipe mapped, go;
+    const std::string n = P("n");
+    ChildProcess holder;
+    holder.start([&] {
+      int fd = open(n.c_str(), O_RDWR);
+      CHILD_CHECK(fd >= 0);
+      CHILD_CHECK(unlink(n.c_str()) == 0);
+      void* p = mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      CHILD_CHECK(p != MAP_FAILED);
+      CHILD_CHECK(close(fd) == 0);
+      mapped.post();
+      CHILD_CHECK(go.wait());
+      child_expect_mapped(static_cast<char*>(p), 0, pattern_pages(6, 0, 2),
+                          "mapping of a file unlinked, then closed");
+      return 0;
+    });
+    ASSERT_TRUE(mapped.wait());
+    // The RELEASE of the close is asynchronous: give it time to do harm.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_TRUE(stats_match(stats(), {.files = 1, .resident_pages = 2, .volatile_pages = 2}));
+    go.post();
+    EXPECT_TRUE(exited_with(holder.wait(), 0));
+  }
+  EXPECT_TRUE(eventually_stats(
+      {.files = 0, .resident_pages = 0, .volatile_pages = 0, .volatile_resident_pages = 0}));
+
   // Renaming keeps the state; unmark through the new name.
   make_file("b", 4, 3);
   ASSERT_TRUE(mark_in_child(P("b"), 0, 0));
@@ -1681,6 +1712,33 @@ TEST_F(VolatileSizeLimitTest, WriteOverTheLimitPurgesVolatilePagesFirst) {
                               .pages_purged_total = purged}));
   EXPECT_LE(s.resident_pages, limit_pages());
   EXPECT_EQ(unmark_in_child(P("cache"), 0, 0), static_cast<int>(VOLFS_PURGED));
+}
+
+// As on tmpfs, a deleted file's room is back for the next write: at its
+// unlink if it was closed, at its last close if it was deleted while open.
+// The kernel sends that last RELEASE (and a FORGET) without waiting for the
+// daemon; volfs frees the file before the UNLINK answers, and an open or a
+// write that finds the mount full waits for a file being freed.
+TEST_F(VolatileSizeLimitTest, ADeletedFilesRoomIsBackForTheNextWrite) {
+  const std::string all(limit_pages() * kPage, 'r');
+  for (int round = 0; round < 50; ++round) {
+    for (bool unlink_first : {false, true}) {
+      SCOPED_TRACE("round " + std::to_string(round) +
+                   (unlink_first ? ", unlinked then closed" : ", closed then unlinked"));
+      const std::string f = P(unlink_first ? "u" : "c");
+      UniqueFd fd(open(f.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644));
+      ASSERT_TRUE(fd.ok()) << strerror(errno);
+      ASSERT_TRUE(pwrite_all(fd.get(), all, 0)) << strerror(errno);
+      if (unlink_first) {
+        ASSERT_EQ(unlink(f.c_str()), 0);
+      }
+      fd.reset();
+      if (!unlink_first) {
+        ASSERT_EQ(unlink(f.c_str()), 0);
+      }
+    }
+  }
+  EXPECT_TRUE(eventually_stats({.files = 0, .resident_pages = 0}));
 }
 
 TEST_F(VolatileSizeLimitTest, EnospcOnlyWhenNothingVolatileIsLeft) {
