@@ -52,7 +52,9 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, Result<std::unique_ptr<Ope
   fi->keep_cache = !file.passthrough;
   fi->fh = d.files.add(std::move(*f));
   int r = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
-  if (r == -ENOENT) release_file(req, fi->fh);  // the opener was interrupted
+  // The opener was interrupted (ENOENT), or the reply did not reach the
+  // kernel: it will send no RELEASE for this open.
+  if (r != 0) release_file(req, fi->fh);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

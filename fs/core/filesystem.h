@@ -364,16 +364,16 @@ class Filesystem {
   void add_entry(Inode& dir, std::string_view name, uint64_t ino);
 
   void remove_entry(Inode& dir, std::string_view name);
-  void drop_link(const std::shared_ptr<Inode>& i);      // nlink--, may destroy
+  bool drop_link(const std::shared_ptr<Inode>& i);      // nlink--; true: destroyed
   bool maybe_destroy(const std::shared_ptr<Inode>& i);  // true: destroyed
   // What may have been the last way to a file's data.
   enum class LastLink { kName, kClosed, kForgotten };
-  // Frees a regular file's data once nothing can reach it: the kernel forgot
-  // it, or it has neither a name, nor an open file, nor a passthrough
-  // mapping (mapped_elsewhere). The store's pages go first, then the
-  // counts, so whoever finds the room in the stats or the charge finds it
-  // in the private tmpfs too. Takes io_mu and mu; no lock may be held
-  // (freeing gigabytes is slow).
+  // Frees a regular file's data once nothing can reach it: it has neither a
+  // name nor an open file, and either the kernel forgot it or it has no
+  // passthrough mapping (mapped_elsewhere). The store's pages go first,
+  // then the counts, so whoever finds the room in the stats or the charge
+  // finds it in the private tmpfs too. Takes io_mu and mu; no lock may be
+  // held (freeing gigabytes is slow).
   void drop_if_unreachable(Inode& i, LastLink why) noexcept;
   static bool mapped_elsewhere(const Store& store, bool just_closed);
   // Counts a call that may drop a file while it runs, for wait_for_drops.
@@ -459,7 +459,9 @@ class Filesystem {
   // (their room is coming), else purges. False: nothing to wait for or to
   // purge.
   bool purge_for_space(uint64_t pages);
-  bool wait_for_drops();  // true if one was in progress
+  // Waits (up to kDropWait) until no drop or release is under way; true if
+  // one was.
+  bool wait_for_drops();
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).
   AccountingSnapshot pressure_snapshot() const;
@@ -488,7 +490,7 @@ class Filesystem {
   // leaf lock.
   std::mutex drops_mu_;
   std::condition_variable drops_cv_;
-  uint64_t drops_started_ = 0, drops_finished_ = 0;  // GUARDED_BY(drops_mu_)
+  uint64_t drops_in_progress_ = 0, drops_finished_ = 0;  // GUARDED_BY(drops_mu_)
   // Regular files without a name that are still open: their last close
   // will give their room back.
   std::atomic<uint64_t> deleted_open_{0};

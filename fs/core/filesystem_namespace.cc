@@ -45,20 +45,30 @@ Result<Entry> Filesystem::lookup(uint64_t parent, std::string_view name) {
 
 void Filesystem::drop_if_unreachable(Inode& i, LastLink why) noexcept {
   if (!i.is_reg()) return;
-  std::unique_lock io(i.io_mu);
-  std::lock_guard lock(i.mu);
-  if (i.data_dropped || i.nlink > 0) return;  // link() refuses an inode without links
-  const bool forgotten = why == LastLink::kForgotten;
-  if (!forgotten && i.opens > 0) return;
+  // Both are final at zero: link() refuses an inode without links, and
+  // open() one whose data is dropped. An open file (even one the kernel
+  // forgot first, if it ever does) is dropped at its RELEASE, after the
+  // kernel has let go of the store.
+  auto reachable = [&] { return i.data_dropped || i.nlink > 0 || i.opens > 0; };
+  {
+    std::lock_guard lock(i.mu);  // the common case, without waiting for io_mu
+    if (reachable()) return;
+  }
   // From here the room may be coming: a write or an open that finds the
   // mount full waits for it (wait_for_drops) rather than failing.
   DropInProgress busy(*this);
-  if (!forgotten && i.passthrough() && mapped_elsewhere(*i.store, why == LastLink::kClosed)) {
+  std::unique_lock io(i.io_mu);
+  std::lock_guard lock(i.mu);
+  if (reachable()) return;
+  if (why != LastLink::kForgotten && i.passthrough() &&
+      mapped_elsewhere(*i.store, why == LastLink::kClosed)) {
     return;
   }
   i.data_dropped = true;  // from now on open() says ENOENT
   // A purge that still holds the inode finds no pages left to take (and its
-  // punch of the closed store is a harmless EBADF).
+  // punch of the closed store is a harmless EBADF). The slot table maps the
+  // store's word pages: it goes too, or they would keep the whole file.
+  i.slots.reset();
   i.store->close();
   acc_.uncharge(i.state->drop(0, FileState::kEndOfFile));
   acc_.add_files(-1);
@@ -66,12 +76,13 @@ void Filesystem::drop_if_unreachable(Inode& i, LastLink why) noexcept {
 
 Filesystem::DropInProgress::DropInProgress(Filesystem& f) : fs(f) {
   std::lock_guard lock(fs.drops_mu_);
-  ++fs.drops_started_;
+  ++fs.drops_in_progress_;
 }
 
 Filesystem::DropInProgress::~DropInProgress() {
   {
     std::lock_guard lock(fs.drops_mu_);
+    --fs.drops_in_progress_;
     ++fs.drops_finished_;
   }
   fs.drops_cv_.notify_all();
@@ -85,11 +96,12 @@ bool Filesystem::mapped_elsewhere(const Store& store, bool just_closed) {
   // last close the kernel may not have let go of the file of that open yet
   // (the closing thread does, after sending the RELEASE): ask a few times.
   // (The RELEASE has no one waiting for it.)
-  const int tries = just_closed ? 20 : 1;
-  for (int k = 0;; ++k) {
+  const auto until = std::chrono::steady_clock::now() +
+                     (just_closed ? std::chrono::microseconds(200) : std::chrono::microseconds(0));
+  for (;;) {
     if (!store.opened_elsewhere()) return false;
-    if (k + 1 == tries) return true;
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (std::chrono::steady_clock::now() >= until) return true;
+    std::this_thread::yield();
   }
 }
 
@@ -143,7 +155,7 @@ void Filesystem::remove_entry(Inode& dir, std::string_view name) {
   touch_dir(dir);
 }
 
-void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
+bool Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
   bool own_slot;
   {
     std::lock_guard lock(i->mu);
@@ -156,7 +168,7 @@ void Filesystem::drop_link(const std::shared_ptr<Inode>& i) {
     own_slot = i->nlink > 0 && !i->is_dir();
   }
   if (own_slot) acc_.add_inodes(-1);
-  maybe_destroy(i);
+  return maybe_destroy(i);
 }
 
 Result<Entry> Filesystem::make_node(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
@@ -302,7 +314,7 @@ Status Filesystem::unlink(uint64_t parent, std::string_view name) {
   auto i = find_locked(it->second.ino);
   if (i->is_dir()) return Err{EISDIR};
   remove_entry(*dir, name);
-  drop_link(i);
+  if (drop_link(i)) orphan.why = LastLink::kForgotten;  // the kernel never knew it
   orphan.inode = std::move(i);
   return {};
 }
@@ -408,7 +420,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
       }
       maybe_destroy(dst);
     } else {
-      drop_link(dst);
+      if (drop_link(dst)) orphan.why = LastLink::kForgotten;
       orphan.inode = dst;
     }
   }

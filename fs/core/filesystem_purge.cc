@@ -27,14 +27,15 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
 }
 
 bool Filesystem::purge_for_space(uint64_t pages) {
-  if (wait_for_drops()) return true;
+  // A file being freed right now gives room; whatever it gives, purge too.
+  const bool waited = wait_for_drops();
   PendingFinish fin = prepare_finish(nullptr);
   uint64_t n = fin.state->pages = purge_pages(pages, fin.state->batches);
   acc_.count_request(PurgeCause::kSizeLimit, n);
   // The store memory is free now; the kernel's copies go on the worker, as
   // this handler may be the write-back that the invalidation waits for.
   post_finish(std::move(fin));
-  if (n > 0) return true;
+  if (n > 0 || waited) return true;
   // A file deleted while open gives its room back at its last close, whose
   // RELEASE the kernel sends without waiting: it may be on its way, read
   // by a worker that has not run yet. Give it a moment.
@@ -46,9 +47,9 @@ bool Filesystem::purge_for_space(uint64_t pages) {
 
 bool Filesystem::wait_for_drops() {
   std::unique_lock lock(drops_mu_);
-  const uint64_t started = drops_started_;
-  if (drops_finished_ == started) return false;
-  drops_cv_.wait(lock, [&] { return drops_finished_ >= started; });
+  if (drops_in_progress_ == 0) return false;
+  // Bounded: under a steady stream of releases there may never be none.
+  drops_cv_.wait_for(lock, kDropWait, [&] { return drops_in_progress_ == 0; });
   return true;
 }
 

@@ -201,6 +201,20 @@ TEST_F(SlotsTest, ReleasingAHolderDropsItsPins) {
   EXPECT_EQ(state(0), VOLFS_SLOT_PURGED);
 }
 
+TEST_F(SlotsTest, ADeletedFilesSlotTableGoesWithItsData) {
+  // The slot table maps the store's word page: if it stayed when the file
+  // is dropped, it would keep all of the store's pages.
+  register_all(*file_);
+  for (uint64_t k = 0; k < kSlots; ++k) std::memset(data(k), 's', kSlotPages * kPage);
+  ASSERT_EQ(munmap(map_, kFilePages * kPage), 0);  // the client's mapping goes first
+  map_ = nullptr;
+  fs_->release(*file_, {});
+  EXPECT_LT(fs_->statfs().f_bfree, 1024u);
+  ASSERT_TRUE(fs_->unlink(kRootIno, "seg").ok());
+  EXPECT_EQ(fs_->statfs().f_bfree, 1024u);
+  EXPECT_EQ(fs_->stats().files, 0u);
+}
+
 TEST_F(SlotsTest, TruncateAndPunchNeverLeaveAnIntactAnswerForLostData) {
   const uint32_t h = register_all(*file_);
   std::vector<volfs_slot> s(kSlots);

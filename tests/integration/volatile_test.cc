@@ -1559,28 +1559,32 @@ TEST_F(VolatileTest, UnlinkAndRenameKeepTheAccountingExact) {
                                 .volatile_resident_pages = 0,
                                 .purged_pages = 0}));
 
-  // An unlinked file held only by another process's mapping.
-  make_file("m", 2, 2);
-  ASSERT_TRUE(mark_in_child(P("m"), 0, 0));
-  {
-    SyncPipe mapped, go;
-    const std::string m = P("m");
-    ChildProcess holder;
-    holder.start([&] {
-      char* p = child_map(m, 2);
-      mapped.post();
-      CHILD_CHECK(go.wait());
-      child_expect_mapped(p, 0, pattern_pages(2, 0, 2), "mapping of an unlinked file");
-      return 0;
-    });
-    ASSERT_TRUE(mapped.wait());
-    ASSERT_EQ(unlink(m.c_str()), 0);
-    EXPECT_TRUE(stats_match(stats(), {.files = 1, .resident_pages = 2, .volatile_pages = 2}));
-    go.post();
-    EXPECT_TRUE(exited_with(holder.wait(), 0));
+  // An unlinked file held only by another process's mapping, writable or
+  // read-only (opened O_RDONLY).
+  for (int prot : {PROT_READ | PROT_WRITE, PROT_READ}) {
+    SCOPED_TRACE(prot == PROT_READ ? "read-only mapping" : "writable mapping");
+    make_file("m", 2, 2);
+    ASSERT_TRUE(mark_in_child(P("m"), 0, 0));
+    {
+      SyncPipe mapped, go;
+      const std::string m = P("m");
+      ChildProcess holder;
+      holder.start([&] {
+        char* p = child_map(m, 2, prot);
+        mapped.post();
+        CHILD_CHECK(go.wait());
+        child_expect_mapped(p, 0, pattern_pages(2, 0, 2), "mapping of an unlinked file");
+        return 0;
+      });
+      ASSERT_TRUE(mapped.wait());
+      ASSERT_EQ(unlink(m.c_str()), 0);
+      EXPECT_TRUE(stats_match(stats(), {.files = 1, .resident_pages = 2, .volatile_pages = 2}));
+      go.post();
+      EXPECT_TRUE(exited_with(holder.wait(), 0));
+    }
+    EXPECT_TRUE(eventually_stats(
+        {.files = 0, .resident_pages = 0, .volatile_pages = 0, .volatile_resident_pages = 0}));
   }
-  EXPECT_TRUE(eventually_stats(
-      {.files = 0, .resident_pages = 0, .volatile_pages = 0, .volatile_resident_pages = 0}));
 
   // The same, mapped after the unlink and then closed (shm_unlink before the
   // mmap): its last close must not free what the mapping holds.
