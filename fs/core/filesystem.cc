@@ -179,6 +179,12 @@ void Filesystem::sync_passthrough_files() {
   }
 }
 
+bool Filesystem::nearly_full() const {
+  const uint64_t limit = acc_.limit_pages();
+  std::optional<uint64_t> used = backing_.used_pages();
+  return used && *used + limit / 8 >= limit;
+}
+
 AccountingSnapshot Filesystem::pressure_snapshot() const {
   AccountingSnapshot s = acc_.snapshot();
   if (std::optional<uint64_t> used = backing_.used_pages()) {

@@ -455,16 +455,20 @@ class Filesystem {
   };
   PendingFinish prepare_finish(std::function<void(uint64_t pages)> then);
   void post_finish(PendingFinish&& f);
-  // Makes room for `pages` more: waits for files being dropped right now
-  // (their room is coming), else purges. False: nothing to wait for or to
-  // purge.
+  // Makes room for `pages` more: purges, else waits for files being dropped
+  // right now (their room is coming). False: nothing to purge or wait for.
   bool purge_for_space(uint64_t pages);
   // Waits (up to kDropWait) until no drop or release is under way; true if
   // one was.
   bool wait_for_drops();
+  // While a file deleted while open exists, waits (up to kReleaseGrace) for
+  // a release or drop to finish; true if one did.
+  bool wait_for_a_last_close();
   // For the pressure sources: with a private tmpfs, its own count of used
   // pages bounds the charge from below (passthrough writes are found late).
   AccountingSnapshot pressure_snapshot() const;
+  // The private tmpfs holds more than 7/8 of size= (false with memfds).
+  bool nearly_full() const;
   // size= of the private tmpfs: the mount's size plus its volatile resident
   // data, so that a passthrough write fails with ENOSPC only when nothing
   // volatile is left to purge; the purge worker takes back what stands

@@ -27,8 +27,11 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
   // Passthrough writes meet the size limit in the kernel, without the
   // daemon: an open for writing waits for the room of a file being freed
   // right now (closed just before, say), as a write through the daemon does
-  // (purge_for_space).
-  if ((flags & O_ACCMODE) != O_RDONLY && i->is_reg() && passthrough()) (void)wait_for_drops();
+  // (purge_for_space); on a nearly full mount, also for a last close that
+  // may be on its way.
+  if ((flags & O_ACCMODE) != O_RDONLY && i->is_reg() && passthrough()) {
+    if (!wait_for_drops() && nearly_full()) (void)wait_for_a_last_close();
+  }
   // Below, a file whose data was dropped (drop_if_unreachable) had its path
   // looked up before its unlink: the open says ENOENT, as if it came after.
   bool dropped_privileges = false;

@@ -27,15 +27,18 @@ void Filesystem::purge(uint64_t max_bytes, PurgeDone done) {
 }
 
 bool Filesystem::purge_for_space(uint64_t pages) {
-  // A file being freed right now gives room; whatever it gives, purge too.
-  const bool waited = wait_for_drops();
   PendingFinish fin = prepare_finish(nullptr);
   uint64_t n = fin.state->pages = purge_pages(pages, fin.state->batches);
   acc_.count_request(PurgeCause::kSizeLimit, n);
   // The store memory is free now; the kernel's copies go on the worker, as
   // this handler may be the write-back that the invalidation waits for.
   post_finish(std::move(fin));
-  if (n > 0 || waited) return true;
+  if (n > 0) return true;
+  // Nothing volatile left: a file being freed right now may give the room.
+  return wait_for_drops() || wait_for_a_last_close();
+}
+
+bool Filesystem::wait_for_a_last_close() {
   // A file deleted while open gives its room back at its last close, whose
   // RELEASE the kernel sends without waiting: it may be on its way, read
   // by a worker that has not run yet. Give it a moment.

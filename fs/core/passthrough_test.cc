@@ -248,22 +248,24 @@ TEST_F(PassthroughTest, AFullMountPurgesWhileFilesAreReleased) {
   ASSERT_EQ(mark(*fs_, *vf, 0, 900 * kPage), 0);
 
   std::atomic<bool> stop{false};
-  std::thread churn([&] {
+  auto churn = [&] {
     while (!stop.load()) {
       auto g = fs_->open(held, O_RDONLY);
       if (g.ok()) release(**g);
     }
-  });
+  };
+  std::thread churn1(churn), churn2(churn);
   uint64_t w = create("w");
   ASSERT_TRUE(fs_->setxattr(w, "user.volfs.iomode", "cached", 0).ok());
   auto wf = open(w);  // cached: its writes come through the daemon
-  const std::string chunk(25 * kPage, 'w');
+  const std::string chunk(50 * kPage, 'w');
   int failed = 0;
-  for (uint64_t k = 0; k < 20; ++k) {
+  for (uint64_t k = 0; k < 10; ++k) {
     failed += !fs_->write(*wf, chunk.data(), chunk.size(), k * chunk.size()).ok();
   }
   stop = true;
-  churn.join();
+  churn1.join();
+  churn2.join();
   EXPECT_EQ(failed, 0);
   release(*wf);
   release(*vf);
