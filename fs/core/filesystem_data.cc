@@ -23,19 +23,20 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
                                                    const std::function<Credentials()>& truncating) {
   auto i = find(ino);
   if (!i) return Err{ENOENT};
-  if (i->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Err{EISDIR};
+  const bool writable = (flags & O_ACCMODE) != O_RDONLY;
+  if (i->is_dir() && writable) return Err{EISDIR};
   // Passthrough writes meet the size limit in the kernel, without the
   // daemon: an open for writing waits for the room of a file being freed
   // right now (closed just before, say), as a write through the daemon does
   // (purge_for_space); on a nearly full mount, also for a last close that
   // may be on its way.
-  if ((flags & O_ACCMODE) != O_RDONLY && i->is_reg() && passthrough()) {
+  if (writable && i->is_reg() && passthrough()) {
     if (!wait_for_drops() && nearly_full()) (void)wait_for_a_last_close();
   }
   // Below, a file whose data was dropped (drop_if_unreachable) had its path
   // looked up before its unlink: the open says ENOENT, as if it came after.
   bool dropped_privileges = false;
-  if ((flags & O_TRUNC) && i->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
+  if ((flags & O_TRUNC) && i->is_reg() && writable) {
     std::unique_lock io(i->io_mu);
     std::lock_guard lock(i->mu);
     if (i->data_dropped) return Err{ENOENT};

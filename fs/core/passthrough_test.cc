@@ -81,6 +81,17 @@ void store(int fd, uint64_t off, const std::string& s) {
             static_cast<ssize_t>(s.size()));
 }
 
+// Maps `pages` of the store as a passthrough mmap does: through a file of
+// the kernel's own, opened on the store for the FUSE open, that the mapping
+// keeps when the FUSE file is released. MAP_FAILED on failure.
+void* kernel_map(int store_fd, uint64_t pages, int prot) {
+  int kernel_fd = ::open(("/proc/self/fd/" + std::to_string(store_fd)).c_str(), O_RDWR);
+  if (kernel_fd < 0) return MAP_FAILED;
+  void* m = mmap(nullptr, pages * kPage, prot, MAP_SHARED, kernel_fd, 0);
+  ::close(kernel_fd);
+  return m;
+}
+
 std::string load(int fd, uint64_t off, size_t n) {
   std::string s(n, '?');
   EXPECT_EQ(pread(fd, s.data(), n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
@@ -187,13 +198,8 @@ TEST_F(PassthroughTest, ADeletedFileStaysUntilTheKernelForgetsIt) {
   auto f = open(ino, &fd);
   store(fd, 0, std::string(8 * kPage, 'm'));
   ASSERT_EQ(mark(*fs_, *f, 0, 4 * kPage), 0);
-  // The kernel maps a file of its own, opened on the store for the FUSE
-  // open, and keeps it when the FUSE file is released.
-  int kernel_fd = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR);
-  ASSERT_GE(kernel_fd, 0);
-  void* m = mmap(nullptr, 8 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, kernel_fd, 0);
+  void* m = kernel_map(fd, 8, PROT_READ | PROT_WRITE);
   ASSERT_NE(m, MAP_FAILED);
-  ::close(kernel_fd);
   ASSERT_EQ(release(*f), std::optional<int>(7));
   ASSERT_TRUE(fs_->unlink(kRootIno, "f").ok());
   EXPECT_NE(fcntl(fd, F_GETFD), -1);
@@ -233,11 +239,8 @@ TEST_F(PassthroughTest, AFullMountPurgesWhileFilesAreReleased) {
   int held_fd = -1;
   auto h = open(held, &held_fd);
   store(held_fd, 0, std::string(8 * kPage, 'h'));
-  int kernel_fd = ::open(("/proc/self/fd/" + std::to_string(held_fd)).c_str(), O_RDWR);
-  ASSERT_GE(kernel_fd, 0);
-  void* m = mmap(nullptr, 8 * kPage, PROT_READ, MAP_SHARED, kernel_fd, 0);
+  void* m = kernel_map(held_fd, 8, PROT_READ);
   ASSERT_NE(m, MAP_FAILED);
-  ::close(kernel_fd);
   ASSERT_EQ(release(*h), std::optional<int>(7));
   ASSERT_TRUE(fs_->unlink(kRootIno, "held").ok());
 
