@@ -17,6 +17,7 @@
 #include "counted_operations.h"
 #include "daemon.h"
 #include "readahead.h"
+#include "request_loop.h"
 
 namespace volfs {
 namespace {
@@ -361,20 +362,27 @@ int run(int argc, char** argv) {
   if (opts.singlethread) {
     status = fuse_session_loop(se);
   } else {
-    fuse_loop_config* cfg = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
     // A purge's invalidation waits for write-backs that other threads serve:
     // allow plenty (libfuse's own default is 10; -o max_threads= may raise it).
     constexpr unsigned kMinThreads = 16, kDefaultThreads = 64, kMaxThreads = 100000;
     unsigned threads = opts.max_threads > 0 && opts.max_threads <= kMaxThreads
                            ? std::max(opts.max_threads, kMinThreads)
                            : kDefaultThreads;
-    fuse_loop_cfg_set_max_threads(cfg, threads);
-    if (opts.max_idle_threads != UINT_MAX) {  // UINT_MAX: not given
-      fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+    if (opts.clone_fd) {
+      // A /dev/fuse fd per worker, read in parallel: libfuse's loop, which
+      // does not declare a RELEASE before the next read (request_loop.h).
+      fuse_loop_config* cfg = fuse_loop_cfg_create();
+      fuse_loop_cfg_set_clone_fd(cfg, 1);
+      fuse_loop_cfg_set_max_threads(cfg, threads);
+      if (opts.max_idle_threads != UINT_MAX) {  // UINT_MAX: not given
+        fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+      }
+      status = fuse_session_loop_mt(se, cfg);
+      fuse_loop_cfg_destroy(cfg);
+    } else {
+      status = serve_requests(se, daemon->fs,
+                              {.max_threads = threads, .max_idle_threads = opts.max_idle_threads});
     }
-    status = fuse_session_loop_mt(se, cfg);
-    fuse_loop_cfg_destroy(cfg);
   }
   // A signal ends the loop with its number; that is a clean stop.
   if (status > 0) status = 0;

@@ -13,12 +13,14 @@
 #include <sys/statvfs.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -55,6 +57,18 @@ class CacheInvalidator {
   // Drop the kernel's cached attributes of an inode: for a change that no
   // reply carries (setuid/setgid cleared by an OPEN with O_TRUNC).
   virtual void invalidate_attributes(uint64_t /*ino*/) {}
+};
+
+// Seam for the request loop (fs/request_loop.h): requests the daemon has
+// read but not served. The kernel queues requests first in, first out; a
+// RELEASE it sent before the request being served may sit, read, in a
+// worker that has not run yet.
+class ReadBarrier {
+ public:
+  virtual ~ReadBarrier() = default;
+  // Returns once every RELEASE or FORGET read before the caller's own
+  // request has been served, or at `until`.
+  virtual void wait(std::chrono::steady_clock::time_point until) = 0;
 };
 
 struct DirEntry {
@@ -218,6 +232,8 @@ class Filesystem {
              std::vector<std::unique_ptr<PressureSource>> system = {});
   // Runs pending purge completions and stops the worker.
   void stop();
+  // Set while the request loop runs (nullptr: none); must outlive its use.
+  void set_read_barrier(ReadBarrier* b) { read_barrier_.store(b); }
 
   // Namespace. Every Entry returned counts one kernel lookup reference.
   Result<Entry> lookup(uint64_t parent, std::string_view name);
@@ -376,13 +392,19 @@ class Filesystem {
   // held (freeing gigabytes is slow).
   void drop_if_unreachable(Inode& i, LastLink why) noexcept;
   static bool mapped_elsewhere(const Store& store, bool just_closed);
-  // Counts a call that may drop a file while it runs, for wait_for_drops.
-  struct DropInProgress {
-    Filesystem& fs;
+  // Declares, for as long as it lives, a call that may free a file's data:
+  // a write or an open that finds the mount full waits for it
+  // (wait_for_drops).
+  class DropInProgress {
+   public:
     explicit DropInProgress(Filesystem& f);
     ~DropInProgress();
     DropInProgress(const DropInProgress&) = delete;
     DropInProgress& operator=(const DropInProgress&) = delete;
+
+   private:
+    Filesystem& fs_;
+    uint64_t ticket_;
   };
   // Calls drop_if_unreachable(*inode, why) when it goes out of scope. A
   // request that may take a file's last name (or its last lookup) declares
@@ -456,10 +478,11 @@ class Filesystem {
   PendingFinish prepare_finish(std::function<void(uint64_t pages)> then);
   void post_finish(PendingFinish&& f);
   // Makes room for `pages` more: purges, else waits for files being dropped
-  // right now (their room is coming). False: nothing to purge or wait for.
+  // right now (their room is coming). False: no room came.
   bool purge_for_space(uint64_t pages);
-  // Waits (up to kDropWait) until no drop or release is under way; true if
-  // one was.
+  bool room_for(uint64_t pages) const;  // the charge of `pages` would fit now
+  // Passes the read barrier, then waits until every drop or release under
+  // way then is over (at most kDropWait in all); true if there was one.
   bool wait_for_drops();
   // While a file deleted while open exists, waits (up to kReleaseGrace) for
   // a release or drop to finish; true if one did.
@@ -490,11 +513,13 @@ class Filesystem {
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;  // GUARDED_BY(ns_mu_)
   uint64_t next_ino_ = kRootIno + 1;                             // GUARDED_BY(ns_mu_)
 
-  // DropInProgress: drops (and releases) under way, for wait_for_drops. A
-  // leaf lock.
+  // DropInProgress: drops (and releases) under way, by ticket in the order
+  // they began, for wait_for_drops. A leaf lock.
   std::mutex drops_mu_;
   std::condition_variable drops_cv_;
-  uint64_t drops_in_progress_ = 0, drops_finished_ = 0;  // GUARDED_BY(drops_mu_)
+  std::set<uint64_t> drops_under_way_;               // GUARDED_BY(drops_mu_)
+  uint64_t drops_started_ = 0, drops_finished_ = 0;  // GUARDED_BY(drops_mu_)
+  std::atomic<ReadBarrier*> read_barrier_{nullptr};
   // Regular files without a name that are still open: their last close
   // will give their room back.
   std::atomic<uint64_t> deleted_open_{0};

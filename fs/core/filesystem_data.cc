@@ -26,13 +26,11 @@ Result<std::unique_ptr<OpenFile>> Filesystem::open(uint64_t ino, int flags,
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   if (i->is_dir() && writable) return Err{EISDIR};
   // Passthrough writes meet the size limit in the kernel, without the
-  // daemon: an open for writing waits for the room of a file being freed
-  // right now (closed just before, say), as a write through the daemon does
-  // (purge_for_space); on a nearly full mount, also for a last close that
-  // may be on its way.
-  if (writable && i->is_reg() && passthrough()) {
-    if (!wait_for_drops() && nearly_full()) (void)wait_for_a_last_close();
-  }
+  // daemon: on a nearly full mount, an open for writing waits for the room
+  // of the files being freed right now (closed or unlinked just before, say,
+  // with the RELEASE or FORGET still on its way), as a write through the
+  // daemon does (purge_for_space).
+  if (writable && i->is_reg() && passthrough() && nearly_full()) (void)wait_for_drops();
   // Below, a file whose data was dropped (drop_if_unreachable) had its path
   // looked up before its unlink: the open says ENOENT, as if it came after.
   bool dropped_privileges = false;

@@ -17,9 +17,10 @@ constexpr int kWriteAttempts = 4;         // purges for space before ENOSPC
 // How long a write that finds the mount full waits for the last close of a
 // file deleted while open (Filesystem::purge_for_space), per attempt.
 constexpr std::chrono::milliseconds kReleaseGrace{20};
-// How long a write or an open waits for the drops and releases under way
-// (Filesystem::wait_for_drops); they take about a millisecond per 8 MiB.
-constexpr std::chrono::milliseconds kDropWait{100};
+// How long a write or an open waits at most for the drops and releases
+// under way (Filesystem::wait_for_drops); they take about a millisecond per
+// 8 MiB.
+constexpr std::chrono::milliseconds kDropWait{1000};
 // Extended attributes are charged against size= (as tmpfs does) by bytes:
 // name + value + this much for the map node that holds them, rounded up to
 // pages per inode.

@@ -74,18 +74,19 @@ void Filesystem::drop_if_unreachable(Inode& i, LastLink why) noexcept {
   acc_.add_files(-1);
 }
 
-Filesystem::DropInProgress::DropInProgress(Filesystem& f) : fs(f) {
-  std::lock_guard lock(fs.drops_mu_);
-  ++fs.drops_in_progress_;
+Filesystem::DropInProgress::DropInProgress(Filesystem& f) : fs_(f) {
+  std::lock_guard lock(fs_.drops_mu_);
+  ticket_ = ++fs_.drops_started_;
+  fs_.drops_under_way_.insert(ticket_);
 }
 
 Filesystem::DropInProgress::~DropInProgress() {
   {
-    std::lock_guard lock(fs.drops_mu_);
-    --fs.drops_in_progress_;
-    ++fs.drops_finished_;
+    std::lock_guard lock(fs_.drops_mu_);
+    fs_.drops_under_way_.erase(ticket_);
+    ++fs_.drops_finished_;
   }
-  fs.drops_cv_.notify_all();
+  fs_.drops_cv_.notify_all();
 }
 
 bool Filesystem::mapped_elsewhere(const Store& store, bool just_closed) {

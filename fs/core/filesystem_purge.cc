@@ -34,14 +34,24 @@ bool Filesystem::purge_for_space(uint64_t pages) {
   // this handler may be the write-back that the invalidation waits for.
   post_finish(std::move(fin));
   if (n > 0) return true;
-  // Nothing volatile left: a file being freed right now may give the room.
-  return wait_for_drops() || wait_for_a_last_close();
+  // Nothing volatile left: a file being freed right now may give the room,
+  // or one freed since the charge failed may have (its drop is over, and
+  // wait_for_drops finds none under way): the counts tell.
+  (void)wait_for_drops();
+  return room_for(pages) || wait_for_a_last_close();
+}
+
+bool Filesystem::room_for(uint64_t pages) const {
+  return acc_.charged_pages() + pages <= acc_.limit_pages();
 }
 
 bool Filesystem::wait_for_a_last_close() {
   // A file deleted while open gives its room back at its last close, whose
-  // RELEASE the kernel sends without waiting: it may be on its way, read
-  // by a worker that has not run yet. Give it a moment.
+  // RELEASE the kernel sends without waiting. One read before this request
+  // is found by wait_for_drops (ReadBarrier), but the kernel holds a
+  // RELEASE back while max_background requests of its kind (RELEASEs,
+  // read-ahead, write-back) are out, and a later write may overtake it; so
+  // may any with -o clone_fd (libfuse's loop). Give it a moment.
   if (deleted_open_.load(std::memory_order_relaxed) == 0) return false;
   std::unique_lock lock(drops_mu_);
   const uint64_t finished = drops_finished_;
@@ -49,10 +59,17 @@ bool Filesystem::wait_for_a_last_close() {
 }
 
 bool Filesystem::wait_for_drops() {
+  // Bounded, against a drop that waits for something stuck.
+  const auto until = std::chrono::steady_clock::now() + kDropWait;
+  // A RELEASE or FORGET read before this request is served first.
+  if (ReadBarrier* b = read_barrier_.load()) b->wait(until);
   std::unique_lock lock(drops_mu_);
-  if (drops_in_progress_ == 0) return false;
-  // Bounded: under a steady stream of releases there may never be none.
-  drops_cv_.wait_for(lock, kDropWait, [&] { return drops_in_progress_ == 0; });
+  if (drops_under_way_.empty()) return false;
+  // Only for those under way now: new ones keep coming under a stream of
+  // closes.
+  const uint64_t last = drops_started_;
+  drops_cv_.wait_until(
+      lock, until, [&] { return drops_under_way_.empty() || *drops_under_way_.begin() > last; });
   return true;
 }
 

@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -87,6 +89,60 @@ TEST(FilesystemTest, UnlinkedOpenFileLivesUntilItsLastRelease) {
   EXPECT_EQ(fx.fs.statfs().f_bfree, 1024u);
   fx.fs.forget(ino, 1);
   EXPECT_EQ(fx.fs.stats().charged_pages, 0u);
+}
+
+// A write that finds the mount full passes the read barrier, behind which
+// a worker serves the RELEASE of a deleted file that it read first, later
+// than kReleaseGrace (the wait for a RELEASE not seen); the write gets the
+// room.
+TEST(FilesystemTest, AFullWriteWaitsBehindTheReadBarrierForARelease) {
+  struct SlowWorker : ReadBarrier {
+    std::thread worker;
+    void wait(std::chrono::steady_clock::time_point /*until*/) override {
+      if (worker.joinable()) worker.join();
+    }
+  };
+  Fixture fx(options(8));
+  auto deleted = fx.create("a", 8);
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "a").ok());
+  auto f = fx.create("b", 0);
+  SlowWorker barrier;
+  barrier.worker = std::thread([&] {
+    std::this_thread::sleep_for(5 * kReleaseGrace);
+    fx.fs.release(*deleted, {});
+  });
+  fx.fs.set_read_barrier(&barrier);
+  const std::string data(8 * kPage, 'b');
+  Result<size_t> r = fx.fs.write(*f, data.data(), data.size(), 0);
+  fx.fs.set_read_barrier(nullptr);
+  if (barrier.worker.joinable()) barrier.worker.join();
+  ASSERT_TRUE(r.ok()) << strerror(r.err());
+  EXPECT_EQ(fx.fs.stats().resident_pages, 8u);
+}
+
+// A write that finds the mount full passes the read barrier, behind which
+// a worker frees a deleted file (its RELEASE was read first); the drop is
+// over when the write looks for drops under way, and the room is there.
+TEST(FilesystemTest, AFullWriteGetsTheRoomOfADropBehindTheReadBarrier) {
+  struct LateWorker : ReadBarrier {
+    std::function<void()> release;
+    void wait(std::chrono::steady_clock::time_point /*until*/) override {
+      if (release) std::exchange(release, {})();
+    }
+  };
+  Fixture fx(options(8));
+  auto deleted = fx.create("a", 8);
+  ASSERT_TRUE(fx.fs.unlink(kRootIno, "a").ok());
+  auto f = fx.create("b", 0);
+  LateWorker barrier;
+  barrier.release = [&] { fx.fs.release(*deleted, {}); };
+  fx.fs.set_read_barrier(&barrier);
+  const std::string data(8 * kPage, 'b');
+  Result<size_t> r = fx.fs.write(*f, data.data(), data.size(), 0);
+  fx.fs.set_read_barrier(nullptr);
+  ASSERT_TRUE(r.ok()) << strerror(r.err());
+  EXPECT_FALSE(barrier.release) << "the barrier was passed";
+  EXPECT_EQ(fx.fs.stats().resident_pages, 8u);
 }
 
 TEST(FilesystemTest, RenameRules) {
