@@ -12,9 +12,10 @@
 // reading from before read(2) until it knows what it read; if that may free
 // a file's data, it says it holds it until it has served it. The barrier
 // notes each worker's turn, and waits until each has read again, or holds
-// nothing and is not reading, or is reading but asleep in the kernel (which
-// /proc/thread-self/stat tells): asleep in read(2) it holds no request, and
-// between read(2) and saying what it holds it does nothing that sleeps.
+// nothing and is not reading, or is reading but waits in the kernel for a
+// request (its /proc/thread-self/wchan names the FUSE device's read): it
+// has then taken none. Asleep elsewhere it may hold one (a worker that has
+// read sleeps on a lock of Valgrind or TSan before it says so).
 #include "request_loop.h"
 
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -74,17 +76,20 @@ bool may_free_data(const fuse_buf& buf) {
   return in.opcode == FUSE_RELEASE || is_forget(in);
 }
 
-// Whether the thread whose /proc stat file is `fd` is asleep in the kernel
-// ('S', as in read(2) of /dev/fuse waiting for a request), or gone.
-bool asleep_or_gone(int fd) {
-  char s[512];
-  const ssize_t n = pread(fd, s, sizeof s - 1, 0);
+// Where the kernel's FUSE device read waits for a request (fs/fuse/dev.c):
+// the only place it sleeps before it takes one off the queue.
+constexpr std::string_view kWaitingForARequest = "fuse_dev_do_read";
+
+// Whether the thread whose /proc wchan file is `fd` waits in the kernel for
+// a FUSE request, or has ended.
+bool waiting_or_gone(int fd, std::string* wchan) {
+  char s[128];
+  const ssize_t n = pread(fd, s, sizeof s, 0);
   if (n <= 0) return true;  // ESRCH: the thread has ended (cancelled at the end)
-  const std::string_view stat(s, static_cast<size_t>(n));
-  // "tid (comm) S ...": the name may hold anything, the state follows the
-  // last ')'.
-  const size_t paren = stat.rfind(')');
-  return paren != std::string_view::npos && paren + 2 < stat.size() && stat[paren + 2] == 'S';
+  const std::string_view where(s, static_cast<size_t>(n));
+  if (where == kWaitingForARequest) return true;
+  if (where != "0") *wchan = where;  // "0": running, nowhere to name
+  return false;
 }
 
 // A read buffer that is freed however its worker ends, cancelled included.
@@ -103,7 +108,7 @@ class RequestLoop final : public core::ReadBarrier {
 
   ~RequestLoop() override {
     for (Worker& w : workers_) {
-      if (w.stat_fd >= 0) close(w.stat_fd);
+      if (w.wchan_fd >= 0) close(w.wchan_fd);
     }
   }
 
@@ -143,22 +148,27 @@ class RequestLoop final : public core::ReadBarrier {
 
   void wait(std::chrono::steady_clock::time_point until) override {
     // The workers there now, and the turn of each: a request read before
-    // the caller's is with one of them, or served.
-    std::vector<std::pair<uint64_t, uint64_t>> left;  // worker id, its turn then
+    // the caller's is with one of them, or served. None leaves the list
+    // while a barrier looks (reap), so the looks need no lock.
+    std::vector<std::pair<const Worker*, uint64_t>> left;
     {
       std::lock_guard lock(mu_);
-      for (const Worker& w : workers_) left.emplace_back(w.id, w.turn.load());
+      ++barriers_;
+      for (const Worker& w : workers_) left.emplace_back(&w, w.turn.load());
     }
+    std::string wchan;
     for (;;) {
-      {
-        std::lock_guard lock(mu_);
-        std::erase_if(left, [&](const std::pair<uint64_t, uint64_t>& p) {
-          const Worker* w = find(p.first);
-          return w == nullptr || passed(*w, p.second);
-        });
-      }
-      if (left.empty() || std::chrono::steady_clock::now() >= until) return;
+      std::erase_if(left, [&](const auto& p) { return passed(*p.first, p.second, &wchan); });
+      if (left.empty() || std::chrono::steady_clock::now() >= until) break;
       std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    std::lock_guard lock(mu_);
+    --barriers_;
+    // Once: on a kernel whose read waits elsewhere every barrier would wait.
+    if (!left.empty() && !wchan.empty() && !std::exchange(warned_, true)) {
+      std::fprintf(stderr,
+                   "volfs: the read barrier gave up on a worker that waits in '%s', not in %s\n",
+                   wchan.c_str(), std::string(kWaitingForARequest).c_str());
     }
   }
 
@@ -174,27 +184,20 @@ class RequestLoop final : public core::ReadBarrier {
     std::atomic<uint64_t> turn{0};
     std::atomic<bool> reading{false};
     std::atomic<bool> holding{false};
-    int stat_fd = -1;   // GUARDED_BY(mu_): its /proc/thread-self/stat
-    bool left = false;  // GUARDED_BY(mu_): left as one idle too many
+    std::atomic<int> wchan_fd{-1};  // its /proc/thread-self/wchan, set once
+    bool left = false;              // GUARDED_BY(mu_): left as one idle too many
   };
 
-  // Under mu_: whether `w`, at `turn` when the barrier began, has nothing
-  // left that it read then and that may free data.
-  static bool passed(const Worker& w, uint64_t turn) {
+  // Whether `w`, at `turn` when the barrier began, has nothing left that it
+  // read then and that may free data. Else `wchan`: where it was, if asleep.
+  static bool passed(const Worker& w, uint64_t turn, std::string* wchan) {
     if (w.turn.load() != turn) return true;  // it read again: that one is served
     if (!w.reading.load()) return !w.holding.load();
-    if (w.stat_fd < 0) return true;  // without /proc this cannot be told
-    // Asleep while reading, it holds nothing; the look counts only if the
-    // reading outlasts it (else the sleep may be in the serving).
-    return asleep_or_gone(w.stat_fd) && w.reading.load() && w.turn.load() == turn;
-  }
-
-  // Under mu_.
-  const Worker* find(uint64_t id) const {
-    for (const Worker& w : workers_) {
-      if (w.id == id) return &w;
-    }
-    return nullptr;
+    const int fd = w.wchan_fd.load();
+    if (fd < 0) return true;  // without /proc this cannot be told
+    // Waiting while reading, it holds nothing; the look counts only if the
+    // reading outlasts it.
+    return waiting_or_gone(fd, wchan) && w.reading.load() && w.turn.load() == turn;
   }
 
   // Under mu_. A failure leaves the loop with the workers it has.
@@ -216,15 +219,17 @@ class RequestLoop final : public core::ReadBarrier {
     }
   }
 
-  // Under mu_: joins the workers that left as idle ones too many.
+  // Under mu_: joins the workers that left as idle ones too many, unless a
+  // barrier looks at them.
   void reap() {
+    if (barriers_ > 0) return;
     for (auto it = workers_.begin(); it != workers_.end();) {
       if (!it->left) {
         ++it;
         continue;
       }
       it->thread.join();
-      if (it->stat_fd >= 0) close(it->stat_fd);
+      if (it->wchan_fd >= 0) close(it->wchan_fd);
       it = workers_.erase(it);
     }
   }
@@ -232,11 +237,16 @@ class RequestLoop final : public core::ReadBarrier {
   void work(Worker& w) {
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
     pthread_setname_np(pthread_self(), "volfs-worker");
-    {
-      const int fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC);
+    const int fd = open("/proc/thread-self/wchan", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      // The barrier passes this worker by; say so once.
+      const int err = errno;
       std::lock_guard lock(mu_);
-      w.stat_fd = fd;  // without /proc, the barrier passes this worker by
+      if (!std::exchange(warned_, true)) {
+        std::fprintf(stderr, "volfs: no /proc/thread-self/wchan: %s\n", strerror(err));
+      }
     }
+    w.wchan_fd.store(fd);
     ReadBuffer rb;
     for (;;) {
       if (fuse_session_exited(se_)) {
@@ -248,8 +258,6 @@ class RequestLoop final : public core::ReadBarrier {
       pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
       const int res = fuse_session_receive_buf(se_, &rb.buf);
       pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
-      // Nothing from read(2) to here may sleep: the barrier takes a worker
-      // asleep while reading for one that holds nothing.
       if (res > 0 && may_free_data(rb.buf)) w.holding.store(true);
       w.reading.store(false);
       if (res == -EINTR) continue;
@@ -304,6 +312,8 @@ class RequestLoop final : public core::ReadBarrier {
   uint64_t next_id_ = 1;       // GUARDED_BY(mu_)
   size_t available_ = 0;       // GUARDED_BY(mu_): workers not serving a request
   bool ending_ = false;        // GUARDED_BY(mu_)
+  int barriers_ = 0;           // GUARDED_BY(mu_): barriers looking at workers_
+  bool warned_ = false;        // GUARDED_BY(mu_)
   int error_ = 0;              // GUARDED_BY(mu_)
 };
 
