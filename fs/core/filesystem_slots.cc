@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <utility>
+#include <vector>
 
 #include "filesystem.h"
 #include "filesystem_internal.h"
@@ -176,11 +178,16 @@ void Filesystem::sync_slots(Inode& i) {
     }
     // Purge order among slots is the order of their last unpins: the time
     // the client left next to the word (advisory: a client may write any).
-    std::sort(unpinned.begin(), unpinned.end(), [](const auto* a, const auto* b) {
-      return std::atomic_ref(a->word[1]).load(std::memory_order_relaxed) <
-             std::atomic_ref(b->word[1]).load(std::memory_order_relaxed);
-    });
-    for (SlotTable::Slot* s : unpinned) make_slot_volatile(i, *s);
+    // Each time is read once: clients change them while we sort, and a sort
+    // whose comparison changes under it may run off the end of the array.
+    std::vector<std::pair<uint64_t, SlotTable::Slot*>> by_unpin;
+    by_unpin.reserve(unpinned.size());
+    for (SlotTable::Slot* s : unpinned) {
+      by_unpin.emplace_back(std::atomic_ref(s->word[1]).load(std::memory_order_relaxed), s);
+    }
+    std::sort(by_unpin.begin(), by_unpin.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [when, s] : by_unpin) make_slot_volatile(i, *s);
   } catch (const std::bad_alloc&) {
     // Each step is all or nothing: what is left is done at the next look.
   }

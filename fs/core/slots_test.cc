@@ -372,5 +372,57 @@ TEST_F(SlotsTest, PinsRacingPurgesNeverSeeLostDataAsIntact) {
   RecordProperty("pins", std::to_string(rounds.load()));
 }
 
+// Clients write the unpin times while the daemon sorts the newly unpinned
+// slots by them. Each time is read once: a sort whose order changed under
+// it ran off the end of its array and crashed the daemon (seen under load
+// in SharedCacheTest.ManyProcessesWithPurgesNeverSeeBadData).
+TEST_F(SlotsTest, UnpinTimesChangingDuringTheSortAreHarmless) {
+  constexpr uint64_t kMany = 200;  // beyond std::sort's insertion-sort size
+  Result<Entry> e = fs_->create(kRootIno, "many", 0644, Caller{});
+  ASSERT_TRUE(e.ok());
+  auto f = fs_->open(e->ino, O_RDWR);
+  ASSERT_TRUE(f.ok());
+  int fd = -1;
+  ASSERT_TRUE(fs_->backing_id(**f,
+                              [&](int store) {
+                                fd = store;
+                                return 8;
+                              })
+                  .ok());
+  SetAttr a;
+  a.set_size = true;
+  a.size = (1 + kMany) * kPage;
+  ASSERT_TRUE(fs_->setattr(e->ino, a).ok());
+  SlotRequest r{
+      .data = ByteRange{kPage, kPage}, .word_offset = 0, .count = kMany, .prio = kDefaultPriority};
+  Result<SlotRegistration> reg = fs_->register_slots(**f, r);
+  ASSERT_TRUE(reg.ok()) << reg.err();
+  auto* words = static_cast<volfs_slot_word*>(
+      mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(words, MAP_FAILED);
+  std::vector<volfs_slot> slots(kMany);
+  for (uint64_t k = 0; k < kMany; ++k) volfs_slot_init(&slots[k], &words[k], reg->holder, 1);
+  std::atomic<bool> stop{false};
+  std::thread client([&] {
+    std::mt19937_64 rng(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (volfs_slot& s : slots) (void)volfs_slot_unpin(&s);
+      for (int n = 0; n < 20; ++n) {
+        for (uint64_t k = 0; k < kMany; ++k) {
+          __atomic_store_n(&words[k].unpinned_ns, rng(), __ATOMIC_RELAXED);
+        }
+      }
+      for (volfs_slot& s : slots) (void)volfs_slot_pin(&s);
+    }
+  });
+  for (int round = 0; round < 3000; ++round) (void)fs_->stats();  // each sorts what it finds
+  stop.store(true);
+  client.join();
+  for (uint64_t k = 0; k < kMany; ++k) ASSERT_EQ(volfs_slot_unpin(&slots[k]), 0);
+  EXPECT_EQ(fs_->stats().volatile_pages, kMany);
+  munmap(words, kPage);
+  fs_->release(**f, {});
+}
+
 }  // namespace
 }  // namespace volfs::core
