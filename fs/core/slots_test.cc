@@ -71,6 +71,23 @@ class SlotsTest : public ::testing::Test {
     return std::move(*f);
   }
 
+  // Creates another file and opens it in passthrough; its store in *store.
+  std::unique_ptr<OpenFile> create_other(const char* name, int* store) {
+    Result<Entry> e = fs_->create(kRootIno, name, 0644, Caller{});
+    EXPECT_TRUE(e.ok());
+    if (!e.ok()) return nullptr;
+    auto f = fs_->open(e->ino, O_RDWR);
+    EXPECT_TRUE(f.ok());
+    if (!f.ok()) return nullptr;
+    EXPECT_TRUE(fs_->backing_id(**f,
+                                [&](int fd) {
+                                  *store = fd;
+                                  return 8;
+                                })
+                    .ok());
+    return std::move(*f);
+  }
+
   // Registers all slots through f; returns its holder bit.
   uint32_t register_all(OpenFile& f, bool expect_created = true) {
     SlotRequest r{.data = ByteRange{kPage, kSlotPages * kPage},
@@ -276,17 +293,9 @@ TEST_F(SlotsTest, WordsTakenAwayOnAFullTmpfsEndTheirSlotsWithoutACrash) {
   ASSERT_EQ(volfs_slot_unpin(&s), 0);
   ASSERT_EQ(madvise(map_, kPage, MADV_REMOVE), 0) << strerror(errno);
   // Fill the private tmpfs through another file's store, page by page.
-  Result<Entry> e = fs_->create(kRootIno, "filler", 0644, Caller{});
-  ASSERT_TRUE(e.ok());
-  auto filler = fs_->open(e->ino, O_RDWR);
-  ASSERT_TRUE(filler.ok());
   int filler_fd = -1;
-  ASSERT_TRUE(fs_->backing_id(**filler,
-                              [&](int fd) {
-                                filler_fd = fd;
-                                return 8;
-                              })
-                  .ok());
+  std::unique_ptr<OpenFile> filler = create_other("filler", &filler_fd);
+  ASSERT_TRUE(filler && filler_fd >= 0);
   const std::string page(kPage, 'f');
   uint64_t pages = 0;
   while (pwrite(filler_fd, page.data(), kPage, static_cast<off_t>(pages * kPage)) ==
@@ -378,24 +387,16 @@ TEST_F(SlotsTest, PinsRacingPurgesNeverSeeLostDataAsIntact) {
 // in SharedCacheTest.ManyProcessesWithPurgesNeverSeeBadData).
 TEST_F(SlotsTest, UnpinTimesChangingDuringTheSortAreHarmless) {
   constexpr uint64_t kMany = 200;  // beyond std::sort's insertion-sort size
-  Result<Entry> e = fs_->create(kRootIno, "many", 0644, Caller{});
-  ASSERT_TRUE(e.ok());
-  auto f = fs_->open(e->ino, O_RDWR);
-  ASSERT_TRUE(f.ok());
   int fd = -1;
-  ASSERT_TRUE(fs_->backing_id(**f,
-                              [&](int store) {
-                                fd = store;
-                                return 8;
-                              })
-                  .ok());
+  std::unique_ptr<OpenFile> f = create_other("many", &fd);
+  ASSERT_TRUE(f && fd >= 0);
   SetAttr a;
   a.set_size = true;
   a.size = (1 + kMany) * kPage;
-  ASSERT_TRUE(fs_->setattr(e->ino, a).ok());
+  ASSERT_TRUE(fs_->setattr(f->inode->ino, a).ok());
   SlotRequest r{
       .data = ByteRange{kPage, kPage}, .word_offset = 0, .count = kMany, .prio = kDefaultPriority};
-  Result<SlotRegistration> reg = fs_->register_slots(**f, r);
+  Result<SlotRegistration> reg = fs_->register_slots(*f, r);
   ASSERT_TRUE(reg.ok()) << reg.err();
   auto* words = static_cast<volfs_slot_word*>(
       mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
@@ -421,7 +422,7 @@ TEST_F(SlotsTest, UnpinTimesChangingDuringTheSortAreHarmless) {
   for (uint64_t k = 0; k < kMany; ++k) ASSERT_EQ(volfs_slot_unpin(&slots[k]), 0);
   EXPECT_EQ(fs_->stats().volatile_pages, kMany);
   munmap(words, kPage);
-  fs_->release(**f, {});
+  fs_->release(*f, {});
 }
 
 }  // namespace
